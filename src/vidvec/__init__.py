@@ -12,8 +12,8 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "extract": "extract",
-    "prepare": "extract",
+    "extract": "extraction",
+    "prepare": "extraction",
     "load_model": "weights",
     "list_models": "registry",
     "get_card": "registry",

@@ -1,0 +1,183 @@
+"""Pipeline benchmark: prints, for the machine it runs on,
+
+1. decode throughput of vidvec's decoder against `ffmpeg -f null` on the same file (ratio);
+2. model-only clips/s against end-to-end clips/s per model (ratio = pipeline efficiency);
+3. peak RSS of `vidvec extract` on generated 1-minute and 20-minute 720p videos.
+
+    python benchmarks/bench_pipeline.py                       # everything (about 15 minutes on 2 cores)
+    python benchmarks/bench_pipeline.py --skip-rss --models efficientnet_lite0
+
+Targets: end-to-end >= 0.85 x model-only on CPU; peak RSS of the 20-minute video within 10% of the 1-minute one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_decode  # noqa: E402
+
+import vidvec  # noqa: E402
+from vidvec.extraction import SamplingOverrides, default_workers  # noqa: E402
+
+SHARED = Path(os.environ.get("VIDVEC_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+CACHE = Path(os.environ.get("VIDVEC_BENCH_CACHE", Path(tempfile.gettempdir()) / "vidvec-bench"))
+
+
+def make_long_video(path: Path, seconds: int, size: tuple[int, int] = (1280, 720), fps: int = 30) -> Path:
+    """A textured 720p h264 video, cached; frames cycle through a precomputed set so a 20-minute one
+    encodes in a few minutes."""
+    if path.exists():
+        return path
+    import av
+    from fractions import Fraction
+
+    w, h = size
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    frames = [av.VideoFrame.from_ndarray(np.roll(base, 8 * i, axis=1), format="rgb24") for i in range(fps)]
+    partial = path.with_suffix(".partial.mp4")
+    with av.open(str(partial), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps), options={"preset": "ultrafast", "crf": "28"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(seconds * fps):
+            for packet in stream.encode(frames[i % fps]):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    partial.rename(path)
+    return path
+
+
+def model_only(name: str, batch_size: int, clips: int) -> float:
+    """clips/s of the model alone on ready-made normalised input of the model's shape."""
+    model = vidvec.load_model(name, weights="random" if name != "efficientnet_lite0" else None)
+    spec, pre = model.card.sampling, model.preprocess
+    frames = spec.clip_len
+    shape = (batch_size, 3, frames, *pre.crop) if model.card.input == "video" else (batch_size * frames, 3, *pre.crop)
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        model.module(x)  # warm-up
+        done, began = 0, time.perf_counter()
+        while done < clips:
+            model.module(x)
+            done += batch_size
+    return done / (time.perf_counter() - began)
+
+
+def end_to_end(name: str, videos: list[Path], batch_size: int, workers: int, fps: float | None) -> tuple[float, int]:
+    """clips/s of a whole extract run (decode workers + model + pooling, nothing written), and the clip count."""
+    weights = None if name == "efficientnet_lite0" else "random"
+    sampling = SamplingOverrides(fps=fps)
+    # warm-up on one video so both measurements exclude model loading and first-call costs
+    list(vidvec.extract(videos[:1], name, None, weights=weights, batch_size=batch_size, num_workers=0,
+                        sampling=sampling))
+    began = time.perf_counter()
+    clips = sum(o.result.clips for o in vidvec.extract(videos, name, None, weights=weights, batch_size=batch_size,
+                                                     num_workers=workers, sampling=sampling) if o.result)
+    return clips / (time.perf_counter() - began), clips
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of a process and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        stack.extend(children.get(current, []))
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def peak_rss(video: Path, workers: int) -> tuple[int, float]:
+    """Peak RSS (summed over the process tree) and wall time of `vidvec extract` on one video."""
+    out = Path(tempfile.mkdtemp(prefix="vidvec-rss-"))
+    args = [sys.executable, "-m", "vidvec.cli", "extract", str(video), "--out", str(out), "--fps", "1",
+            "--num-workers", str(workers), "--quiet"]
+    began = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+
+    def sample() -> None:
+        nonlocal peak
+        while proc.poll() is None:
+            peak = max(peak, tree_rss(proc.pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    _, stderr = proc.communicate()
+    sampler.join()
+    shutil.rmtree(out, ignore_errors=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"extract failed on {video}: {stderr.decode()[-500:]}")
+    return peak, time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["r2plus1d_18", "efficientnet_lite0"])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--skip-decode", action="store_true")
+    parser.add_argument("--skip-rss", action="store_true")
+    args = parser.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__} threads {torch.get_num_threads()}, "
+          f"decode workers {args.workers}")
+
+    if not args.skip_decode:
+        clip = CACHE / "bench_720p_60s.mp4"
+        if not clip.exists():
+            bench_decode.make_benchmark_video(clip)
+        print("\n## decode, 720p h264, 60 s (benchmarks/bench_decode.py)", flush=True)
+        bench_decode.main([str(clip), "--no-torchcodec"])
+
+    videos = sorted((SHARED / "assets" / "videos").glob("*"))
+    if not videos:
+        raise SystemExit(f"no videos in {SHARED}/assets/videos (set VIDVEC_SHARED)")
+    print(f"\n## model-only vs end-to-end, {len(videos)} videos from shared/assets, batch {args.batch_size}")
+    print("| model | clips | model-only clips/s | end-to-end clips/s | efficiency |\n|---|---|---|---|---|")
+    for name in args.models:
+        fps = 4.0 if name == "efficientnet_lite0" else None
+        e2e, clips = end_to_end(name, videos, args.batch_size, args.workers, fps)
+        alone = model_only(name, args.batch_size, max(clips // 2, args.batch_size * 4))
+        print(f"| {name} | {clips} | {alone:.2f} | {e2e:.2f} | {e2e / alone:.2f} |", flush=True)
+
+    if not args.skip_rss:
+        print("\n## peak RSS, efficientnet_lite0 at 1 fps on generated 720p h264 30 fps")
+        print("| video | peak RSS (MiB) | wall (s) |\n|---|---|---|")
+        results = {}
+        for minutes in (1, 20):
+            video = make_long_video(CACHE / f"720p_{minutes}min.mp4", seconds=60 * minutes)
+            rss, wall = peak_rss(video, args.workers)
+            results[minutes] = rss
+            print(f"| {minutes} min | {rss / 2**20:.0f} | {wall:.0f} |", flush=True)
+        print(f"20-minute / 1-minute peak RSS: {results[20] / results[1]:.3f}")
+
+
+if __name__ == "__main__":
+    main()

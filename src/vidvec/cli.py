@@ -1,0 +1,219 @@
+"""`vidvec` command line: extract, status, models.
+
+Exit codes of `vidvec extract`: 0 every video is done (now or before), 1 at least one video
+failed (each named on stderr and in the ledger), 2 the run could not start (bad option,
+unknown model, missing weights, settings clash with the output folder).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Turn videos into latent vectors with pretrained video, image and audio models.")
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def extract(
+    inputs: List[Path] = typer.Argument(None, help="Video files and/or folders (searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (features, ledger)."),
+    model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Model name (see `vidvec models`)."),
+    weights: Optional[str] = typer.Option(None, help="Weights entry name, a checkpoint path, or 'random'."),
+    list_file: Optional[Path] = typer.Option(None, "--list", help="Text file with one video path per line."),
+    manifest: Optional[Path] = typer.Option(None, help="CSV with video_path and optional output_path, start, end."),
+    fmt: str = typer.Option("npz", "--format", help="npz, npy (+ .json sidecar) or pt."),
+    out_dtype: str = typer.Option("float32", help="float32 or float16 for stored features."),
+    batch_size: int = typer.Option(16, help="Clips per model call (across videos)."),
+    num_workers: Optional[int] = typer.Option(None, help="Decode worker processes (default: cores - 1, 0 = inline)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    dtype: str = typer.Option("float32", help="Model compute dtype: float32, float16 or bfloat16."),
+    sampling: Optional[str] = typer.Option(None, help="Override the sampling kind: frames, windows or views."),
+    fps: Optional[float] = typer.Option(None, help="Sample frames at this rate (default: the model's)."),
+    clip_len: Optional[int] = typer.Option(None, help="Frames per clip."),
+    stride: Optional[str] = typer.Option(None, help="Window stride: frames (16) or seconds ('2s')."),
+    views: Optional[int] = typer.Option(None, help="Temporal views spread over the video (switches to views sampling)."),
+    crops: Optional[int] = typer.Option(None, help="Spatial crops per clip: 1 (centre) or 3."),
+    top_k: int = typer.Option(0, help="Also store the top-k classes per clip and per video."),
+    logits: bool = typer.Option(False, "--logits", help="Also store the classifier logits."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Process videos that failed before again."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo everything if the settings changed."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print failures and the summary only."),
+) -> None:
+    """Extract features from videos into OUT, resuming where a previous run stopped."""
+    from .extraction import ExtractError, SamplingOverrides, prepare
+    from .ledger import SettingsMismatch
+    from .sources import SourceError
+    from .weights import WeightsError
+
+    if not inputs and list_file is None and manifest is None:
+        _fail("give videos or folders, --list FILE or --manifest CSV")
+    overrides = SamplingOverrides(kind=sampling, fps=fps, clip_len=clip_len, views=views, crops=crops,
+                                  **_parse_stride(stride))
+    clip_counter = _ClipCounter()
+    try:
+        run = prepare(inputs or [], model, out, weights=weights, list_file=list_file, manifest=manifest, fmt=fmt,
+                      out_dtype=out_dtype, batch_size=batch_size, num_workers=num_workers, device=device,
+                      dtype=dtype, sampling=overrides, top_k=top_k, logits=logits, retry_failed=retry_failed,
+                      overwrite=overwrite, on_clips=clip_counter)
+    except (ExtractError, SettingsMismatch, SourceError, WeightsError, ValueError) as error:
+        _fail(str(error))
+    total = len(run.sources)
+    if not quiet:
+        err.print(f"vidvec: {total} video(s), model {run.settings['model']} "
+                  f"({run.settings['weights']['name']}), {run.spec.describe()}, device {run.options.device} -> {out}",
+                  highlight=False, soft_wrap=True)
+    counts = {"done": 0, "failed": 0, "skipped": 0}
+    began = time.perf_counter()
+    interactive = err.is_terminal and not quiet
+    progress = _progress() if interactive else None
+    task = progress.add_task("extract", total=total, rate="") if progress else None
+    if progress:
+        progress.start()
+    try:
+        for n, outcome in enumerate(run, 1):
+            counts[outcome.status] += 1
+            if outcome.status == "failed":
+                line = f"FAILED {outcome.source.path}: {outcome.reason}"
+                (progress.console if progress else err).print(line, style="red", highlight=False, soft_wrap=True,
+                                                              markup=False)
+            elif not quiet and not interactive:
+                extra = f"{outcome.result.clips} clips" if outcome.result else outcome.reason
+                err.print(f"[{n}/{total}] {outcome.status} {outcome.source.path} -> {outcome.output} ({extra})",
+                          highlight=False, soft_wrap=True, markup=False)
+            if progress:
+                rate = clip_counter.clips / max(time.perf_counter() - began, 1e-9)
+                progress.update(task, advance=1, rate=f"{rate:.1f} clips/s")
+    except KeyboardInterrupt:
+        err.print("interrupted: finished videos are saved; run the same command again to resume")
+        raise typer.Exit(130)
+    finally:
+        if progress:
+            progress.stop()
+    wall = time.perf_counter() - began
+    err.print(f"done {counts['done']}, failed {counts['failed']}, already done {counts['skipped']} "
+              f"in {wall:.1f} s ({clip_counter.clips / max(wall, 1e-9):.1f} clips/s); outputs in {out}",
+              highlight=False, soft_wrap=True)
+    if counts["failed"]:
+        err.print(f"see failures with: vidvec status {out}", highlight=False)
+        raise typer.Exit(1)
+
+
+class _ClipCounter:
+    def __init__(self) -> None:
+        self.clips = 0
+
+    def __call__(self, n: int) -> None:
+        self.clips += n
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]videos"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False)
+
+
+def _parse_stride(stride: str | None) -> dict:
+    if stride is None:
+        return {}
+    text = stride.strip().lower()
+    try:
+        if text.endswith("s"):
+            return {"stride_seconds": float(text[:-1])}
+        return {"stride": int(text)}
+    except ValueError:
+        _fail(f"--stride takes frames (16) or seconds (2s), not {stride!r}")
+    return {}
+
+
+@app.command()
+def status(out: Path = typer.Argument(..., help="An output folder of `vidvec extract`.")) -> None:
+    """Counts, failures with reasons and throughput of an output folder."""
+    from .ledger import LEDGER_NAME, Ledger
+
+    if not (out / LEDGER_NAME).exists():
+        _fail(f"{out} has no vidvec ledger ({LEDGER_NAME}); is it an output folder of `vidvec extract`?")
+    ledger = Ledger(out)
+    try:
+        summary = ledger.summary()
+    finally:
+        ledger.close()
+    settings = summary.get("settings") or {}
+    table = Table(show_header=False, box=None)
+    table.add_row("model", str(settings.get("model")))
+    table.add_row("done", str(summary["done"]))
+    table.add_row("failed", str(summary["failed"]))
+    table.add_row("skipped", str(summary["skipped"]))
+    table.add_row("clips", str(summary["clips"]))
+    table.add_row("video seconds", f"{summary['seconds']:.1f}")
+    table.add_row("throughput", f"{summary['clips_per_s']:.2f} clips/s")
+    console = Console()
+    console.print(table)
+    for path, reason in summary["failures"]:
+        console.print(f"FAILED {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def inspect(path: Path = typer.Argument(..., help="A feature file written by `vidvec extract`.")) -> None:
+    """Show a feature file's arrays, their shapes, and how it was made."""
+    from .writers import read_features
+
+    if not path.exists():
+        _fail(f"{path}: no such file")
+    try:
+        arrays, provenance = read_features(path)
+    except Exception as error:  # anything unreadable: one line, not a traceback
+        _fail(f"{path}: not a vidvec feature file ({error})")
+    console = Console()
+    console.print(f"{path.resolve()}", highlight=False)
+    for name, array in arrays.items():
+        console.print(f"  {name:<20} {str(array.dtype):<8} {tuple(array.shape)}", highlight=False)
+    video = provenance.get("video") or {}
+    console.print(f"  model {provenance.get('model')} weights {provenance.get('weights', {}).get('name')} "
+                  f"sampling {provenance.get('sampling')}", highlight=False, soft_wrap=True)
+    if video:
+        console.print(f"  video {video.get('width')}x{video.get('height')} {video.get('fps', 0):.2f} fps "
+                      f"{video.get('duration', 0):.2f} s {video.get('codec')}", highlight=False)
+    if "video_topk_labels" in arrays:
+        labels = ", ".join(f"{label} ({score:.2f})" for label, score in
+                           zip(arrays["video_topk_labels"], arrays["video_topk_scores"]))
+        console.print(f"  top classes: {labels}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def models(family: Optional[str] = typer.Option(None, help="Only this family.")) -> None:
+    """List the registered models with their dimensions, default sampling and weights."""
+    from .registry import get_card, list_models
+
+    names = list_models(family)
+    if not names:
+        _fail(f"no models in family {family!r}")
+    table = Table(title="vidvec models")
+    for column in ("name", "family", "input", "dim", "default sampling", "weights (first is default)"):
+        table.add_column(column, overflow="fold")
+    for name in names:
+        card = get_card(name)
+        table.add_row(name, card.family, card.input, str(card.embed_dim), card.sampling.describe(),
+                      ", ".join(w.name for w in card.weights))
+    Console(width=max(160, Console().width)).print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,6 @@
+"""Feature models. Importing this package registers every model card (cheap: no nets, no weights)."""
+
+from vidvec.models.base import FeatureModel, HeadSwapModel
+from vidvec.models import efficientnet, torchvision_image, torchvision_video  # noqa: F401  (register cards)
+
+__all__ = ["FeatureModel", "HeadSwapModel"]

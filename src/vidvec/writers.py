@@ -1,0 +1,264 @@
+"""Feature files: written atomically, each carrying the provenance of how it was made.
+
+A final output path only ever holds a complete file: everything is written to a hidden
+temp file in the same folder and renamed into place (``os.replace`` is atomic on POSIX).
+A run killed mid-write leaves only ``.*.vidvec-tmp*`` files, which `remove_stale_temps`
+deletes on the next start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# torch is imported only when needed: reading the ledger or npz files (`vidvec status`,
+# tests, downstream users) shouldn't pay for importing it.
+
+FORMATS = ("npz", "npy", "pt")
+TEMP_MARK = ".vidvec-tmp"
+# Arrays that hold model outputs: these follow ``out_dtype``. Timestamps never do (float16
+# cannot even represent 2049.0 s exactly); scores/indices/flags keep their own dtype.
+FEATURE_LIKE = frozenset({"features", "video_vector", "logits"})
+_OUT_DTYPES = ("float16", "float32", "float64")
+_SIDECAR_FORMAT = "vidvec-npy-sidecar"
+
+
+def output_path(out_dir: Path, source_key: str, fmt: str, explicit: Path | None = None) -> Path:
+    """Where a video's features go: ``out_dir/<key>.<fmt>``, or ``explicit`` when given.
+
+    A relative ``explicit`` path is taken relative to ``out_dir``; the format's suffix is
+    appended when ``explicit`` does not already end with it (``a.bin`` -> ``a.bin.npz``).
+    """
+    _check_format(fmt)
+    suffix = "." + fmt
+    if explicit is not None:
+        path = Path(out_dir) / Path(explicit)  # an absolute explicit path replaces out_dir
+        return path if path.suffix.lower() == suffix else path.with_name(path.name + suffix)
+    # String concat, not with_suffix: keys may contain dots ("x.mp4" after a key clash).
+    return Path(out_dir) / f"{source_key}{suffix}"
+
+
+@contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temp path next to ``final``; on success it replaces ``final`` atomically.
+
+    The caller writes the temp path (and closes it). On normal exit the file is fsynced,
+    renamed onto ``final`` and the folder fsynced, so after a crash ``final`` is either the
+    old file or the complete new one. On any exception the temp is removed and the
+    exception re-raised. Parent folders are created.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden, unique per writer, and kept under NAME_MAX (255) even for long final names.
+    tmp = final.parent / f".{final.name[:200]}{TEMP_MARK}-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, final)
+    except BaseException:  # KeyboardInterrupt too: never leave a temp behind if we can help it
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(final.parent)
+
+
+def write_features(
+    path: Path,
+    fmt: str,
+    arrays: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    out_dtype: str = "float32",
+) -> Path:
+    """Write one video's arrays plus provenance to ``path`` atomically; return ``path``.
+
+    ``arrays`` must hold ``features``; numpy arrays or torch tensors are accepted.
+    ``out_dtype`` applies to `FEATURE_LIKE` float arrays; ``timestamps`` are always float64.
+    Provenance must be JSON-like (paths, numpy scalars, tuples and dataclasses are converted);
+    it is stored as JSON so it reads back the same from every format.
+
+    - npz: all arrays plus ``provenance``, a 0-d unicode array holding JSON (loads without pickle).
+    - npy: ``path`` holds ``features`` only; ``path.with_suffix('.json')`` holds provenance and
+      the other arrays (as lists with dtype and shape). The sidecar is written first and any
+      old npy removed before it, so an existing npy always has its matching sidecar.
+    - pt: ``torch.save`` of ``{name: tensor, ..., 'provenance': dict}``; loads with weights_only.
+    """
+    _check_format(fmt)
+    path = Path(path)
+    data = _prepare_arrays(arrays, out_dtype)
+    prov = _jsonable(provenance)
+    prov_json = json.dumps(prov)
+
+    if fmt == "npz":
+        if "provenance" in data:
+            raise ValueError("'provenance' is reserved in npz files; rename that array")
+        with atomic_path(path) as tmp:
+            # A file object, not a name: np.savez would append ".npz" to the temp name.
+            with open(tmp, "wb") as f:
+                np.savez(f, **data, provenance=np.array(prov_json))
+    elif fmt == "npy":
+        features = data.pop("features")
+        sidecar = {
+            "format": _SIDECAR_FORMAT,
+            "version": 1,
+            "features": {"file": path.name, "dtype": features.dtype.str, "shape": list(features.shape)},
+            "provenance": prov,
+            "arrays": {
+                name: {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tolist()}
+                for name, arr in data.items()
+            },
+        }
+        # An old npy next to a new sidecar would look complete but mismatched.
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        with atomic_path(_sidecar_path(path)) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(sidecar, f)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, features, allow_pickle=False)
+    else:  # pt
+        import torch
+
+        if "provenance" in data:
+            raise ValueError("'provenance' is reserved in pt files; rename that array")
+        # from_numpy shares memory and warns on read-only arrays (e.g. fresh from np.load).
+        payload: dict[str, Any] = {
+            name: torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+            for name, arr in data.items()
+        }
+        payload["provenance"] = prov
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                torch.save(payload, f)
+    return path
+
+
+def read_features(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a file written by `write_features` (format from the suffix): ``(arrays, provenance)``."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    _check_format(fmt)
+    if fmt == "npz":
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        prov_arr = arrays.pop("provenance", None)
+        prov = json.loads(str(prov_arr[()])) if prov_arr is not None else {}
+        return arrays, prov
+    if fmt == "npy":
+        arrays = {"features": np.load(path, allow_pickle=False)}
+        with open(_sidecar_path(path), encoding="utf-8") as f:
+            sidecar = json.load(f)
+        for name, spec in sidecar.get("arrays", {}).items():
+            arrays[name] = np.array(spec["data"], dtype=np.dtype(spec["dtype"])).reshape(spec["shape"])
+        return arrays, sidecar.get("provenance", {})
+    import torch
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    prov = payload.pop("provenance", {})
+    return {name: t.numpy() for name, t in payload.items()}, prov
+
+
+def remove_stale_temps(out_dir: Path) -> int:
+    """Delete temp files left under ``out_dir`` by a killed run; return how many.
+
+    Only hidden files whose name contains ``.vidvec-tmp`` are touched. Call it before a run
+    starts writing, never while another run writes into the same folder.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return 0
+    removed = 0
+    for path in out_dir.rglob(f"*{TEMP_MARK}*"):
+        if path.name.startswith(".") and path.is_file() and not path.is_symlink():
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _sidecar_path(npy_path: Path) -> Path:
+    return npy_path.with_suffix(".json")
+
+
+def _prepare_arrays(arrays: Mapping[str, Any], out_dtype: str) -> dict[str, np.ndarray]:
+    if out_dtype not in _OUT_DTYPES:
+        raise ValueError(f"unknown out_dtype {out_dtype!r}; choose one of {', '.join(_OUT_DTYPES)}")
+    if "features" not in arrays:
+        raise ValueError("arrays must contain 'features'")
+    out: dict[str, np.ndarray] = {}
+    for name, value in arrays.items():
+        torch = sys.modules.get("torch")  # if torch isn't loaded, value can't be a tensor
+        if torch is not None and isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            if value.dtype == torch.bfloat16:  # numpy has no bfloat16
+                value = value.float()
+            value = value.numpy()
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            raise ValueError(f"array {name!r} has dtype object; only numeric/bool arrays are written")
+        if name == "timestamps":
+            arr = arr.astype(np.float64, copy=False)
+        elif name in FEATURE_LIKE and np.issubdtype(arr.dtype, np.floating):
+            arr = arr.astype(out_dtype, copy=False)
+        out[name] = np.ascontiguousarray(arr)
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    """Provenance as plain JSON types, so every format stores and returns the same thing."""
+    def default(obj: Any) -> Any:
+        if isinstance(obj, os.PathLike):
+            return os.fspath(obj)
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        if isinstance(obj, (set, frozenset)):
+            return sorted(obj, key=str)
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return dataclasses.asdict(obj)
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(obj, torch.dtype):
+            return str(obj)
+        raise TypeError(f"provenance value of type {type(obj).__name__} is not JSON-serialisable")
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; folders can't be opened this way on Windows.
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

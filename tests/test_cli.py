@@ -1,0 +1,120 @@
+"""The command line as a user runs it: real subprocesses, exit codes, output lines, SIGKILL and resume."""
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidvec.writers import read_features
+
+VIDVEC = [sys.executable, "-m", "vidvec.cli"]
+
+
+def vidvec(*args, check=None, **kwargs):
+    result = subprocess.run([*VIDVEC, *map(str, args)], capture_output=True, text=True, timeout=600, **kwargs)
+    if check is not None:
+        assert result.returncode == check, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture
+def folder(tmp_path, shared_dir):
+    root = tmp_path / "videos"
+    (root / "sub").mkdir(parents=True)
+    src = shared_dir / "assets" / "videos"
+    shutil.copy(src / "TrumanShow_wave_f_nm_np1_fr_med_26.avi", root / "truman.avi")
+    shutil.copy(src / "RATRACE_wave_f_nm_np1_fr_goo_37.avi", root / "sub" / "ratrace.avi")
+    return root
+
+
+def test_models_lists_names_dims_and_weights():
+    result = vidvec("models", check=0)
+    for text in ("efficientnet_lite0", "1280", "r2plus1d_18", "KINETICS400_V1", "resnet50", "mvit_v2_s"):
+        assert text in result.stdout
+
+
+def test_extract_status_inspect_and_exit_codes(folder, tmp_path):
+    out = tmp_path / "feats"
+    result = vidvec("extract", folder, "--out", out, "--fps", 2, "--num-workers", 0, check=0)
+    lines = [line for line in result.stderr.splitlines() if "] done " in line]
+    assert len(lines) == 2  # one plain line per video when stderr is not a terminal
+    assert (out / "sub" / "ratrace.npz").exists()
+    inspect = vidvec("inspect", out / "truman.npz", check=0)
+    assert "features" in inspect.stdout and "(4, 1280)" in inspect.stdout
+
+    (folder / "broken.mp4").write_bytes(b"\x00" * 1000)
+    result = vidvec("extract", folder, "--out", out, "--fps", 2, "--num-workers", 0, check=1)
+    failed = [line for line in result.stderr.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and "broken.mp4" in failed[0]
+    status = vidvec("status", out, check=0)
+    assert "broken.mp4" in status.stdout and "failed" in status.stdout
+
+    quiet = vidvec("extract", folder, "--out", out, "--fps", 2, "--quiet", check=0)
+    assert "] " not in quiet.stderr  # already done, failures not retried: nothing per video
+
+    clash = vidvec("extract", folder, "--out", out, "--fps", 3, check=2)
+    assert "fps" in clash.stderr and "Traceback" not in clash.stderr
+
+
+def test_usage_errors_are_one_line(tmp_path, folder):
+    unknown = vidvec("extract", folder, "--out", tmp_path / "o", "--model", "nope", check=2)
+    assert "unknown model" in unknown.stderr and "Traceback" not in unknown.stderr
+    stride = vidvec("extract", folder, "--out", tmp_path / "o", "--stride", "abc", check=2)
+    assert "--stride" in stride.stderr
+    missing = vidvec("status", tmp_path / "nothing", check=2)
+    assert "no vidvec ledger" in missing.stderr
+
+
+def test_sigkill_mid_run_then_resume_finishes_every_video_once(tmp_path, shared_dir):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    src = shared_dir / "assets" / "videos" / "TrumanShow_wave_f_nm_np1_fr_med_26.avi"
+    total = 24
+    for i in range(total):
+        shutil.copy(src, videos / f"v{i:02d}.avi")
+    out = tmp_path / "feats"
+    args = [*VIDVEC, "extract", str(videos), "--out", str(out), "--fps", "8", "--batch-size", "2",
+            "--num-workers", "1"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ledger = out / "vidvec-ledger.sqlite"
+    done_before = 0
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ledger.exists():
+            try:
+                with sqlite3.connect(ledger, timeout=5) as db:
+                    done_before = db.execute("select count(*) from videos where status='done'").fetchone()[0]
+            except sqlite3.OperationalError:
+                pass
+        if done_before >= 4:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 4 <= done_before < total
+
+    for path in out.rglob("*.npz"):  # whatever exists under a final name is complete
+        arrays, _ = read_features(path)
+        assert arrays["features"].shape == (14, 1280)
+
+    result = vidvec("extract", videos, "--out", out, "--fps", 8, "--num-workers", 1, check=0)
+    redone = [line for line in result.stderr.splitlines() if "] done " in line]
+    skipped = [line for line in result.stderr.splitlines() if "] skipped " in line]
+    assert len(redone) + len(skipped) == total
+    assert len(skipped) >= done_before  # nothing finished before the kill was computed again
+    assert sorted(p.name for p in out.rglob("*.npz")) == [f"v{i:02d}.npz" for i in range(total)]
+    assert not [p for p in out.rglob("*") if "vidvec-tmp" in p.name]
+    with sqlite3.connect(out / "vidvec-ledger.sqlite") as db:
+        rows = db.execute("select status, count(*) from videos group by status").fetchall()
+    assert rows == [("done", total)]
+    reference = read_features(out / "v00.npz")[0]["features"]
+    for path in out.rglob("*.npz"):
+        np.testing.assert_allclose(read_features(path)[0]["features"], reference, atol=1e-4)

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+
+from vidvec.clips import assemble
+from vidvec.sampling import SamplingSpec, plan
+from vidvec.transforms import Preprocess
+
+IMAGENET = Preprocess(resize=(256,), crop=(224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def test_resized_size_short_side_and_exact():
+    assert IMAGENET.resized_size(240, 320) == (256, 341)
+    assert IMAGENET.resized_size(320, 240) == (341, 256)
+    exact = Preprocess(resize=(128, 171), crop=(112, 112), mean=(0, 0, 0), std=(1, 1, 1))
+    assert exact.resized_size(240, 320) == (128, 171)
+
+
+def test_three_crops_follow_the_long_side():
+    frames = np.arange(2 * 256 * 341 * 3, dtype=np.int64).reshape(2, 256, 341, 3).astype(np.uint8)
+    crops = IMAGENET.crop_frames(frames, crops=3)
+    assert [c.shape for c in crops] == [(2, 224, 224, 3)] * 3
+    boxes = IMAGENET.crop_boxes(256, 341, 3)
+    assert [b[1] for b in boxes] == [0, (341 - 224) // 2, 341 - 224]
+    assert np.array_equal(crops[2], frames[:, 16:240, 117:341])
+    portrait = IMAGENET.crop_boxes(341, 256, 3)
+    assert [b[0] for b in portrait] == [0, (341 - 224) // 2, 341 - 224]
+
+
+def test_frame_smaller_than_crop_is_padded_to_crop_size():
+    small = np.full((1, 100, 150, 3), 7, np.uint8)
+    (crop,) = IMAGENET.crop_frames(small)
+    assert crop.shape == (1, 224, 224, 3) and np.all(crop == 7)
+
+
+def test_normalize_layouts_and_channel_order():
+    pixels = torch.zeros(2, 4, 8, 8, 3, dtype=torch.uint8)
+    pixels[..., 0] = 255  # pure red
+    video = IMAGENET.normalize(pixels, video=True)
+    assert video.shape == (2, 3, 4, 8, 8)
+    assert video[0, 0, 0, 0, 0].item() == pytest.approx((1 - 0.485) / 0.229, rel=1e-5)
+    image = IMAGENET.normalize(pixels, video=False)
+    assert image.shape == (8, 3, 8, 8)
+    bgr = Preprocess(resize=(8,), crop=(8, 8), mean=(0, 0, 0), std=(1, 1, 1), channel_order="BGR")
+    assert bgr.normalize(pixels)[0, 2, 0, 0, 0].item() == pytest.approx(1.0)
+    assert IMAGENET.normalize(pixels, torch.bfloat16).dtype == torch.bfloat16
+
+
+class FakeDecoder:
+    """Frames are 1x1 images holding their own index; records the most frames alive at once."""
+
+    def __init__(self, fps):
+        self.fps = fps
+        self.requested = None
+
+    def frames_at(self, times):
+        self.requested = list(times)
+        last = None
+        for i, t in enumerate(times):
+            index = int(np.floor(t * self.fps + 1e-4))
+            if last is None or last[0] != index:
+                last = (index, np.full((1, 1, 3), index % 256, np.uint8))
+            yield i, last[1]
+
+
+def test_assemble_decodes_each_instant_once_and_keeps_clip_order():
+    spec = SamplingSpec("windows", fps=30, clip_len=32, stride=16)
+    plans = plan(spec, duration=10.0, native_fps=30)
+    decoder = FakeDecoder(30)
+    clips = list(assemble(plans, decoder))
+    # 17 windows (starts 0..256) need frames 0..287, each asked for once although windows overlap
+    assert len(decoder.requested) == 288 == len(set(decoder.requested))
+    assert [p.index for p, _ in clips] == list(range(len(plans)))
+    for p, frames in clips:
+        first = int(round(p.start * 30))
+        assert frames.shape == (32, 1, 1, 3)
+        assert list(frames[:, 0, 0, 0]) == [(first + j) % 256 for j in range(32)]
+
+
+def test_assemble_handles_views_and_padding():
+    spec = SamplingSpec("views", fps=30, clip_len=64, views=3)
+    plans = plan(spec, duration=49 / 30, native_fps=30)  # shorter than a clip: all views identical, padded
+    clips = list(assemble(plans, FakeDecoder(30)))
+    assert len(clips) == 3
+    frames = clips[0][1][:, 0, 0, 0]
+    assert frames[0] == 0 and frames[-1] == 48 and all(p.padded for p, _ in clips)
