@@ -126,13 +126,19 @@ def test_bad_videos_fail_alone_with_reasons(videos, tmp_path):
 
 
 def test_top_k_names_the_soccer_ball(shared_dir):
-    video = shared_dir / "assets" / "videos" / "v_SoccerJuggling_g23_c01.avi"
-    (outcome,) = run([video], None, top_k=5, sampling=SamplingOverrides(fps=2.0))
-    arrays = outcome.result.arrays
-    assert arrays["topk_labels"].shape == (17, 5) and arrays["logits"].shape == (17, 1000)
-    share = np.mean([("soccer ball" in row) for row in arrays["topk_labels"].tolist()])
-    assert share > 0.5, f"soccer ball in the top-5 of only {share:.0%} of frames"
-    assert "soccer ball" in arrays["video_topk_labels"].tolist()
+    """Real weights through the whole pipeline (decode, resize, crop, normalise): the issue's sanity check."""
+    videos = sorted((shared_dir / "assets" / "videos").glob("v_SoccerJuggling_*.avi"))
+    assert len(videos) == 2
+    outcomes = run(videos, None, top_k=5, sampling=SamplingOverrides(fps=3.0), num_workers=1)
+    rows = [row for o in outcomes for row in o.result.arrays["topk_labels"].tolist()]
+    assert len(rows) == 25 + 26 and outcomes[0].result.arrays["logits"].shape[1] == 1000
+    soccer = np.mean(["soccer ball" in row for row in rows])
+    assert soccer > 0.5, f"soccer ball in the top-5 of only {soccer:.0%} of frames"
+    # g24's ball is small: the model still sees a ball on a lawn (croquet/golf ball) in nearly every frame
+    ball = np.mean([any(label.endswith(" ball") for label in row) for row in rows])
+    assert ball > 0.9, f"a ball in the top-5 of only {ball:.0%} of frames"
+    first = outcomes[0] if outcomes[0].source.path.name.startswith("v_SoccerJuggling_g23") else outcomes[1]
+    assert "soccer ball" in first.result.arrays["video_topk_labels"].tolist()
 
 
 def test_window_model_with_random_weights_and_three_crops(shared_dir):
@@ -154,3 +160,37 @@ def test_bad_options_fail_before_any_work(videos, tmp_path):
         run([videos], tmp_path / "o", sampling=SamplingOverrides(crops=2))
     with pytest.raises(ExtractError, match="no videos"):
         run([tmp_path / "empty_dir_does_not_matter"][:0], tmp_path / "o")
+
+
+def test_every_kind_of_awkward_input_in_one_run(tmp_path):
+    """Bad files fail alone with a reason; odd but valid ones (one frame, odd size, VFR, rotated) succeed."""
+    import media
+
+    root = tmp_path / "in"
+    root.mkdir()
+    media.make_zero_byte(root / "zero.mp4")
+    media.make_truncated_mp4(root / "truncated.mp4")
+    media.make_text_as_mp4(root / "text.mp4")
+    media.make_audio_only(root / "audio_only.mp4")
+    media.make_unsupported_codec(root / "unsupported.avi")
+    media.make_one_frame(root / "one_frame.mp4")
+    media.make_video(root / "odd_size.avi", frames=30, size=(333, 199), codec="mpeg4")
+    media.make_vfr_video(root / "vfr.mp4")
+    media.make_rotated_video(root / "rotated.mp4", rotation=90, size=(64, 32))
+    out = tmp_path / "feats"
+    outcomes = {o.source.path.name: o for o in run([root], out, sampling=SamplingOverrides(fps=10.0))}
+    expected_reasons = {"zero.mp4": "empty", "truncated.mp4": "cannot open", "text.mp4": "cannot open",
+                        "audio_only.mp4": "no video stream", "unsupported.avi": "unsupported codec"}
+    for name, words in expected_reasons.items():
+        assert outcomes[name].status == "failed", name
+        assert words in outcomes[name].reason and "\n" not in outcomes[name].reason
+    for name in ("one_frame.mp4", "odd_size.avi", "vfr.mp4", "rotated.mp4"):
+        assert outcomes[name].status == "done", (name, outcomes[name].reason)
+    one = read_features(out / "one_frame.npz")
+    assert one[0]["features"].shape == (1, 1280)
+    assert read_features(out / "rotated.npz")[1]["video"]["rotation"] == 90
+    assert read_features(out / "rotated.npz")[1]["video"]["width"] == 32  # displayed upright
+    vfr = read_features(out / "vfr.npz")[0]
+    assert vfr["features"].shape[0] >= 14  # the last frame shows at 1.4 s: sampling reaches it (VFR metadata says 1.08 s)
+    failures = dict(Ledger(out).summary()["failures"])
+    assert len(failures) == 5 and all(failures.values())

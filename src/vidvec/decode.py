@@ -202,6 +202,10 @@ class _Opened:
             # Some muxers give the last sample a 1-tick duration (v_GGSY1Qvo990.mp4: 18.04 s for 355 frames
             # at 19.62 fps); frames / average rate is never shorter than the true span.
             duration = max(duration or 0.0, num_frames / fps)
+        tail = _last_packet_end(p, s.index, self.use_dts)
+        if tail is not None:
+            # Metadata can end early (variable frame rate with B-frames, broken muxers): the last packets know.
+            duration = max(duration or 0.0, float((tail - first_pts) * tb))
         if duration is None or duration <= 0:
             duration = 1 / fps
         self.fps = fps
@@ -221,6 +225,25 @@ class _Opened:
             start_time=float(self.start_ts * tb),
             has_audio=len(self.container.streams.audio) > 0,
         )
+
+
+def _last_packet_end(path: str, index: int, use_dts: bool) -> int | None:
+    """End (in stream ticks) of the latest packet of the video stream, demuxing only from the last keyframe."""
+    try:
+        with av.open(path, metadata_errors="replace") as container:
+            stream = container.streams[index]
+            end = None
+            if stream.duration and stream.duration > 0:
+                container.seek((stream.start_time or 0) + stream.duration, stream=stream, backward=True)
+            for packet in container.demux(stream):
+                ts = packet.dts if use_dts else packet.pts
+                if ts is None:
+                    continue
+                packet_end = int(ts) + max(int(packet.duration or 0), 1)
+                end = packet_end if end is None else max(end, packet_end)
+            return end
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
