@@ -141,3 +141,13 @@ def test_import_is_cheap():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "0"], out.stdout + out.stderr
+
+
+def test_readme_model_table_lists_every_registered_model():
+    from pathlib import Path
+
+    import vidvec
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [name for name in vidvec.list_models() if f"| `{name}` |" not in readme]
+    assert not missing, f"README model table lacks {missing}"
