@@ -1,0 +1,121 @@
+"""PySlowFast port: outputs equal PySlowFast's own (shared/fixtures/pyslowfast/ckpt) for every non-MViT
+small checkpoint, loaded from the .pyth and, where present, from the Caffe2 .pkl."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidvec.models.pyslowfast import build_model, load_checkpoint, load_pretrained
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOL = 1e-4  # max abs diff <= TOL * max |reference|; PySlowFast's own fp32-vs-fp64 gap is ~3e-7
+
+
+def _ckpt_index() -> dict:
+    root = Path(os.environ.get("VIDVEC_SHARED", REPO_ROOT.parent / "shared")) / "fixtures" / "pyslowfast" / "ckpt"
+    try:
+        return json.loads((root / "index.json").read_text())
+    except OSError:
+        return {}
+
+
+_INDEX = _ckpt_index()
+_NAMES = [n for n, v in _INDEX.items() if v["model_class"] != "MViT"]
+_C2 = {n for n in _NAMES if (Path(os.environ.get("VIDVEC_SHARED", REPO_ROOT.parent / "shared")) / "fixtures"
+                            / "pyslowfast" / "ckpt" / f"{n}.c2.pkl").is_file()}
+CASES = [(n, "pyth") for n in _NAMES] + [(n, "c2") for n in sorted(_C2)] or [("<fixtures missing>", "pyth")]
+
+
+@pytest.fixture(scope="module")
+def ckpt_dir(shared_dir: Path) -> Path:
+    d = shared_dir / "fixtures" / "pyslowfast" / "ckpt"
+    if not (d / "index.json").is_file():
+        pytest.fail(f"PySlowFast checkpoint fixtures not found: {d / 'index.json'}", pytrace=False)
+    return d
+
+
+def assert_close(got: torch.Tensor, ref: np.ndarray, what: str) -> None:
+    got_np = got.detach().numpy()
+    assert got_np.shape == ref.shape, f"{what}: shape {got_np.shape} vs {ref.shape}"
+    err = float(np.abs(got_np - ref).max())
+    bound = TOL * float(np.abs(ref).max())
+    assert err <= bound, f"{what}: max abs diff {err:.3g} > {bound:.3g}"
+
+
+def _inputs(e: np.lib.npyio.NpzFile, prefix: str = "") -> list[torch.Tensor]:
+    return [torch.from_numpy(e[f"{prefix}input_{i}"]) for i in range(2) if f"{prefix}input_{i}" in e.files]
+
+
+@pytest.fixture(scope="module")
+def torch_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(min(old, 2))
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize(("name", "fmt"), CASES)
+def test_outputs_match_pyslowfast(name: str, fmt: str, ckpt_dir: Path, torch_threads) -> None:
+    entry = json.loads((ckpt_dir / "index.json").read_text())[name]
+    if fmt == "pyth":
+        model = load_pretrained(ckpt_dir / f"{name}.pyth")  # builds from the cfg embedded in the checkpoint
+    else:
+        model = load_pretrained(ckpt_dir / f"{name}.c2.pkl", cfg=entry["config"], overrides=entry["overrides"])
+    assert not model.training
+    e = np.load(ckpt_dir / f"{name}.expected.npz")
+    pathways = _inputs(e)
+    with torch.no_grad():
+        out = model.predict(pathways)
+        if "input_raw" in e.files:  # forward packs a raw clip into pathways exactly like PySlowFast
+            raw = torch.from_numpy(e["input_raw"])
+            for got, ref in zip(model.pack(raw), pathways, strict=True):
+                assert torch.equal(got, ref)
+            latent = model(raw)
+        else:
+            latent = model.forward_pathways(pathways)
+        logits = model.classify(latent)
+    assert_close(out["latent"], e["latent"], "latent")
+    assert_close(latent, e["latent"], "forward latent")
+    assert_close(out["projection_input"], e["projection_input"], "projection_input")
+    assert_close(out["logits"], e["logits"], "logits")
+    assert_close(out["probs"], e["probs"], "probs")
+    assert_close(logits, e["logits"].mean((1, 2, 3)), "classify(latent)")
+    assert_close(model.probabilities(logits), e["probs"], "probabilities(classify(latent))")
+    if "fc96_input_0" in e.files:  # fully convolutional testing: the head's pool leaves a 2x2 grid
+        with torch.no_grad():
+            fc = model.predict(_inputs(e, "fc96_"))
+        for key in ("latent", "projection_input", "logits", "probs"):
+            assert_close(fc[key], e[f"fc96_{key}"], f"fc96 {key}")
+
+
+def test_c2_pickle_loads_the_same_weights_as_pyth(ckpt_dir: Path) -> None:
+    for name in sorted(_C2):
+        c2_state, c2_cfg = load_checkpoint(ckpt_dir / f"{name}.c2.pkl")
+        state, cfg = load_checkpoint(ckpt_dir / f"{name}.pyth")
+        assert c2_cfg is None and cfg is not None
+        names = json.loads((ckpt_dir / f"{name}.c2_names.json").read_text())
+        assert set(c2_state) == {key for _, key, _ in names}
+        for _, key, shape in names:
+            np.testing.assert_array_equal(c2_state[key].reshape(shape).numpy(), state[key].numpy())
+    assert _C2, "no .c2.pkl fixtures found"
+
+
+def test_pytorchvideo_layout_computes_the_same(ckpt_dir: Path, torch_threads) -> None:
+    """PTVSlowFast (PyTorchVideo module names) with SlowFast's weights gives SlowFast's outputs."""
+    state, cfg = load_checkpoint(ckpt_dir / "slowfast_r50_8x8_w8.pyth")
+    cfg.MODEL.MODEL_NAME = "PTVSlowFast"
+    model = build_model(cfg)
+    target = model.state_dict()
+    assert [tuple(v.shape) for v in target.values()] == [tuple(v.shape) for v in state.values()]
+    model.load_state_dict(dict(zip(target, state.values(), strict=True)))
+    e = np.load(ckpt_dir / "slowfast_r50_8x8_w8.expected.npz")
+    with torch.no_grad():
+        out = model.predict(_inputs(e))
+    for key in ("latent", "logits", "probs"):
+        assert_close(out[key], e[key], f"PTV {key}")
