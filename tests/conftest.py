@@ -22,3 +22,22 @@ def shared_dir() -> Path:
             pytrace=False,
         )
     return root
+
+
+# PySlowFast port fixture folders (helpers in pyslowfast_fixtures.py): fail, never skip, when missing.
+
+
+@pytest.fixture(scope="module")
+def pyslowfast_keys_dir(shared_dir: Path) -> Path:
+    """shared/fixtures/pyslowfast/keys: state_dict keys, module trees and resolved configs per known config."""
+    from pyslowfast_fixtures import fixture_dir
+
+    return fixture_dir(shared_dir, "keys")
+
+
+@pytest.fixture(scope="module")
+def pyslowfast_ckpt_dir(shared_dir: Path) -> Path:
+    """shared/fixtures/pyslowfast/ckpt: small checkpoints and PySlowFast's outputs for them."""
+    from pyslowfast_fixtures import fixture_dir
+
+    return fixture_dir(shared_dir, "ckpt")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pyslowfast_fixtures import read_index
 
 from vidvec.models.pyslowfast import build_model, load_checkpoint, load_config, load_pretrained
 from vidvec.models.pyslowfast.checkpoint import (
@@ -19,14 +20,6 @@ from vidvec.models.pyslowfast.checkpoint import (
     load_state_dict_strict,
     safe_pickle_loads,
 )
-
-
-@pytest.fixture(scope="module")
-def ckpt_dir(shared_dir: Path) -> Path:
-    d = shared_dir / "fixtures" / "pyslowfast" / "ckpt"
-    if not (d / "index.json").is_file():
-        pytest.fail(f"PySlowFast checkpoint fixtures not found: {d / 'index.json'}", pytrace=False)
-    return d
 
 
 # --------------------------------------------------------------------------------- malicious pickles
@@ -87,8 +80,8 @@ def test_non_checkpoint_pickle_is_a_clear_error(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ Caffe2 name mapping
 
 
-def test_c2_names_match_pyslowfast(ckpt_dir: Path) -> None:
-    files = sorted(ckpt_dir.glob("*.c2_names.json"))
+def test_c2_names_match_pyslowfast(pyslowfast_ckpt_dir: Path) -> None:
+    files = sorted(pyslowfast_ckpt_dir.glob("*.c2_names.json"))
     assert files
     for f in files:
         for blob, key, _shape in json.loads(f.read_text()):
@@ -110,16 +103,16 @@ def test_c2_name_rules(blob: str, key: str) -> None:
     assert c2_to_pytorch_name(blob) == key
 
 
-def test_c2_checkpoint_needs_a_cfg(ckpt_dir: Path) -> None:
+def test_c2_checkpoint_needs_a_cfg(pyslowfast_ckpt_dir: Path) -> None:
     with pytest.raises(CheckpointError, match="no embedded config"):
-        load_pretrained(ckpt_dir / "i3d_nln_r50_8x8_w8.c2.pkl")
+        load_pretrained(pyslowfast_ckpt_dir / "i3d_nln_r50_8x8_w8.c2.pkl")
 
 
 # ----------------------------------------------------------------------------------------- mismatches
 
 
-def test_key_mismatch_is_one_clear_error_with_a_suggestion(ckpt_dir: Path) -> None:
-    state, _ = load_checkpoint(ckpt_dir / "slow_r50_8x8_w8.pyth")
+def test_key_mismatch_is_one_clear_error_with_a_suggestion(pyslowfast_ckpt_dir: Path) -> None:
+    state, _ = load_checkpoint(pyslowfast_ckpt_dir / "slow_r50_8x8_w8.pyth")
     model = build_model("Kinetics/c2/SLOWFAST_8x8_R50")
     with pytest.raises(CheckpointError) as err:
         load_state_dict_strict(model, state, source="slow.pyth")
@@ -139,15 +132,15 @@ def test_exact_suggestion_for_a_full_size_state_dict() -> None:
 # ---------------------------------------------------------------------------------------------- config
 
 
-def test_pyth_cfg_is_the_named_config_plus_overrides(ckpt_dir: Path) -> None:
+def test_pyth_cfg_is_the_named_config_plus_overrides(pyslowfast_ckpt_dir: Path) -> None:
     """The cfg PySlowFast embedded in each .pyth agrees with our named config + the fixture's overrides on
     every value the keys fixture records as inference-relevant."""
-    index = json.loads((ckpt_dir / "index.json").read_text())
-    resolved = json.loads((ckpt_dir.parent / "keys" / "index.json").read_text())
+    index = read_index(pyslowfast_ckpt_dir)
+    resolved = read_index(pyslowfast_ckpt_dir.parent / "keys")
     for name, entry in index.items():
         if entry["model_class"] == "MViT":
             continue
-        _, cfg = load_checkpoint(ckpt_dir / f"{name}.pyth")
+        _, cfg = load_checkpoint(pyslowfast_ckpt_dir / f"{name}.pyth")
         ours = load_config(entry["config"], entry["overrides"])
         for section, values in resolved[entry["config"]]["cfg"].items():
             for key in values:

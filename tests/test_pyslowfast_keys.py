@@ -4,38 +4,19 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from pyslowfast_fixtures import index_or_empty, read_index
 
 from vidvec.models.pyslowfast import build_model, known_config_names, load_config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _keys_index() -> dict:
-    root = Path(os.environ.get("VIDVEC_SHARED", REPO_ROOT.parent / "shared")) / "fixtures" / "pyslowfast" / "keys"
-    try:
-        return json.loads((root / "index.json").read_text())
-    except OSError:
-        return {}
-
-
-_INDEX = _keys_index()
+_INDEX = index_or_empty("keys")
 # MViT configs belong to test_pyslowfast_mvit.py; configs PySlowFast itself cannot build have no keys.
 CONFIGS = [name for name, v in _INDEX.items() if v.get("status") == "ok" and v.get("model_class") != "MViT"] \
     or ["<fixtures missing>"]
-
-
-@pytest.fixture(scope="module")
-def keys_dir(shared_dir: Path) -> Path:
-    d = shared_dir / "fixtures" / "pyslowfast" / "keys"
-    if not (d / "index.json").is_file():
-        pytest.fail(f"PySlowFast key fixtures not found: {d / 'index.json'}", pytrace=False)
-    return d
 
 
 _KINDS = "Conv3d|MaxPool3d|AvgPool3d|AdaptiveAvgPool3d|BatchNorm3d|NaiveSyncBatchNorm3d|Linear"
@@ -62,9 +43,10 @@ def _layers(text: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_state_dict_matches_pyslowfast(config: str, keys_dir: Path) -> None:
-    entry = json.loads((keys_dir / "index.json").read_text())[config]
-    expected = {k: tuple(shape) for k, shape, _ in json.loads((keys_dir.parent / entry["keys_file"]).read_text())}
+def test_state_dict_matches_pyslowfast(config: str, pyslowfast_keys_dir: Path) -> None:
+    entry = read_index(pyslowfast_keys_dir)[config]
+    keys = json.loads((pyslowfast_keys_dir.parent / entry["keys_file"]).read_text())
+    expected = {k: tuple(shape) for k, shape, _ in keys}
     model = build_model(config)
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
@@ -76,7 +58,7 @@ def test_state_dict_matches_pyslowfast(config: str, keys_dir: Path) -> None:
     assert model.num_classes == entry["num_classes_out"]
     assert sum(p.numel() for p in model.parameters()) == entry["num_parameters"]
     if "pytorchvideo" not in config:  # PyTorchVideo's ModuleLists print compacted ("(1-2): 2 x ResBlock")
-        ref = _layers((keys_dir.parent / entry["modules_file"]).read_text())
+        ref = _layers((pyslowfast_keys_dir.parent / entry["modules_file"]).read_text())
         mine = _layers(repr(model))
         assert mine == ref, next(((a, b) for a, b in zip(mine, ref) if a != b), (len(mine), len(ref)))
 
@@ -87,8 +69,8 @@ def test_every_fixture_config_is_known() -> None:
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_cfg_values_match_resolved_pyslowfast_cfg(config: str, keys_dir: Path) -> None:
-    resolved = json.loads((keys_dir / "index.json").read_text())[config]["cfg"]
+def test_cfg_values_match_resolved_pyslowfast_cfg(config: str, pyslowfast_keys_dir: Path) -> None:
+    resolved = read_index(pyslowfast_keys_dir)[config]["cfg"]
     cfg = load_config(config)
     for section, values in resolved.items():
         for key, value in values.items():

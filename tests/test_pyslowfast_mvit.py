@@ -9,24 +9,17 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 import yaml
+from pyslowfast_fixtures import assert_close, load_expected, read_index
 
 from vidvec.models.base import FeatureModel
 from vidvec.models.pyslowfast.mvit import MViTSpec, build_mvit
 
 
-def _fixtures(shared_dir: Path) -> Path:
-    root = shared_dir / "fixtures" / "pyslowfast"
-    if not (root / "keys" / "index.json").is_file():
-        pytest.fail(f"PySlowFast fixtures not found under {root}", pytrace=False)
-    return root
-
-
-def _mvit_configs(root: Path) -> dict[str, dict[str, Any]]:
-    index = json.loads((root / "keys" / "index.json").read_text())
+def _mvit_configs(keys_dir: Path) -> dict[str, dict[str, Any]]:
+    index = read_index(keys_dir)
     found = {name: entry for name, entry in index.items() if entry["cfg"]["MODEL"]["ARCH"] == "mvit"}
     assert {"Kinetics/MVITv2_S_16x4", "Kinetics/MVITv2_B_32x3"} <= set(found), sorted(found)
     return found
@@ -44,10 +37,9 @@ def _build_meta(cfg: Any):
         return build_mvit(cfg)
 
 
-def test_full_size_state_dict_keys_and_shapes(shared_dir: Path) -> None:
-    root = _fixtures(shared_dir)
-    for name, entry in _mvit_configs(root).items():
-        reference = json.loads((root / entry["keys_file"]).read_text())
+def test_full_size_state_dict_keys_and_shapes(pyslowfast_keys_dir: Path) -> None:
+    for name, entry in _mvit_configs(pyslowfast_keys_dir).items():
+        reference = json.loads((pyslowfast_keys_dir.parent / entry["keys_file"]).read_text())
         expected = {key: tuple(shape) for key, shape, _dtype in reference}
         assert len(expected) == entry["num_state_dict_entries"]
         cfg = copy.deepcopy(entry["cfg"])
@@ -65,10 +57,9 @@ def test_full_size_state_dict_keys_and_shapes(shared_dir: Path) -> None:
         assert {k: tuple(t.shape) for k, t in same.state_dict().items()} == got
 
 
-def test_full_size_block_geometry(shared_dir: Path) -> None:
+def test_full_size_block_geometry(pyslowfast_keys_dir: Path) -> None:
     """Per-block widths, heads, pooling kernels and strides (incl. POOL_KV_STRIDE_ADAPTIVE) as PySlowFast derived."""
-    root = _fixtures(shared_dir)
-    for name, entry in _mvit_configs(root).items():
+    for name, entry in _mvit_configs(pyslowfast_keys_dir).items():
         derived = entry["mvit_derived"]
         spec = MViTSpec.from_cfg(entry["cfg"])
         assert list(spec.patch_dims) == derived["patch_dims_THW"], name
@@ -79,21 +70,16 @@ def test_full_size_block_geometry(shared_dir: Path) -> None:
             assert got == {k: ref[k] for k in got}, (name, ref["block"])
 
 
-def _max_rel(got: torch.Tensor, ref: np.ndarray) -> float:
-    return float(np.abs(got.numpy().astype(np.float64) - ref).max() / np.abs(ref).max())
-
-
-def test_tiny_mvitv2_s_parity_with_pyslowfast(shared_dir: Path) -> None:
-    root = _fixtures(shared_dir) / "ckpt"
-    ckpt = torch.load(root / "mvitv2_s_16x4_tiny.pyth", map_location="cpu", weights_only=True)
+def test_tiny_mvitv2_s_parity_with_pyslowfast(pyslowfast_ckpt_dir: Path) -> None:
+    ckpt = torch.load(pyslowfast_ckpt_dir / "mvitv2_s_16x4_tiny.pyth", map_location="cpu", weights_only=True)
     assert set(ckpt) >= {"model_state", "cfg"}
     cfg = yaml.safe_load(ckpt["cfg"])
     model = build_mvit(cfg)
     assert isinstance(model, FeatureModel)
     model.load_state_dict(ckpt["model_state"], strict=True)
     model.eval()
-    expected = np.load(root / "mvitv2_s_16x4_tiny.expected.npz")
-    info = json.loads((root / "index.json").read_text())["mvitv2_s_16x4_tiny"]
+    expected = load_expected(pyslowfast_ckpt_dir, "mvitv2_s_16x4_tiny")
+    info = read_index(pyslowfast_ckpt_dir)["mvitv2_s_16x4_tiny"]
 
     # Per-block output statistics, to say where a port diverges.
     stats: dict[str, torch.Tensor] = {}
@@ -120,17 +106,15 @@ def test_tiny_mvitv2_s_parity_with_pyslowfast(shared_dir: Path) -> None:
     assert tuple(latent.shape) == tuple(info["latent_shape"]) == (2, 128)
     for key, got in (("latent", latent), ("logits", logits), ("probs", probs), ("probs", predicted)):
         assert got.dtype == torch.float32
-        assert got.shape == expected[key].shape, key
-        assert _max_rel(got, expected[key]) <= 1e-4, (key, _max_rel(got, expected[key]))
-    assert _max_rel(latent, expected["projection_input"]) <= 1e-4
+        assert_close(got, expected[key], key)
+    assert_close(latent, expected["projection_input"], "projection_input")
     # PySlowFast's calling convention (a list of pathways) gives the same latent.
     with torch.no_grad():
         assert torch.equal(model([x]), latent)
 
 
-def test_input_size_must_match_config(shared_dir: Path) -> None:
-    root = _fixtures(shared_dir) / "ckpt"
-    cfg = yaml.safe_load(torch.load(root / "mvitv2_s_16x4_tiny.pyth", map_location="cpu",
+def test_input_size_must_match_config(pyslowfast_ckpt_dir: Path) -> None:
+    cfg = yaml.safe_load(torch.load(pyslowfast_ckpt_dir / "mvitv2_s_16x4_tiny.pyth", map_location="cpu",
                                     weights_only=True)["cfg"])
     x = torch.randn(1, 3, 8, 64, 64)  # config says 16 frames
     with pytest.raises(ValueError, match="16 frames at 64x64"):

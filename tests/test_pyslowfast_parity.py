@@ -4,48 +4,19 @@ small checkpoint, loaded from the .pyth and, where present, from the Caffe2 .pkl
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from pyslowfast_fixtures import assert_close, fixtures_root, index_or_empty, load_expected, read_index
 
 from vidvec.models.pyslowfast import build_model, load_checkpoint, load_pretrained
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TOL = 1e-4  # max abs diff <= TOL * max |reference|; PySlowFast's own fp32-vs-fp64 gap is ~3e-7
-
-
-def _ckpt_index() -> dict:
-    root = Path(os.environ.get("VIDVEC_SHARED", REPO_ROOT.parent / "shared")) / "fixtures" / "pyslowfast" / "ckpt"
-    try:
-        return json.loads((root / "index.json").read_text())
-    except OSError:
-        return {}
-
-
-_INDEX = _ckpt_index()
+_INDEX = index_or_empty("ckpt")
 _NAMES = [n for n, v in _INDEX.items() if v["model_class"] != "MViT"]
-_C2 = {n for n in _NAMES if (Path(os.environ.get("VIDVEC_SHARED", REPO_ROOT.parent / "shared")) / "fixtures"
-                            / "pyslowfast" / "ckpt" / f"{n}.c2.pkl").is_file()}
+_C2 = {n for n in _NAMES if (fixtures_root() / "ckpt" / f"{n}.c2.pkl").is_file()}
 CASES = [(n, "pyth") for n in _NAMES] + [(n, "c2") for n in sorted(_C2)] or [("<fixtures missing>", "pyth")]
-
-
-@pytest.fixture(scope="module")
-def ckpt_dir(shared_dir: Path) -> Path:
-    d = shared_dir / "fixtures" / "pyslowfast" / "ckpt"
-    if not (d / "index.json").is_file():
-        pytest.fail(f"PySlowFast checkpoint fixtures not found: {d / 'index.json'}", pytrace=False)
-    return d
-
-
-def assert_close(got: torch.Tensor, ref: np.ndarray, what: str) -> None:
-    got_np = got.detach().numpy()
-    assert got_np.shape == ref.shape, f"{what}: shape {got_np.shape} vs {ref.shape}"
-    err = float(np.abs(got_np - ref).max())
-    bound = TOL * float(np.abs(ref).max())
-    assert err <= bound, f"{what}: max abs diff {err:.3g} > {bound:.3g}"
 
 
 def _inputs(e: np.lib.npyio.NpzFile, prefix: str = "") -> list[torch.Tensor]:
@@ -61,14 +32,15 @@ def torch_threads():
 
 
 @pytest.mark.parametrize(("name", "fmt"), CASES)
-def test_outputs_match_pyslowfast(name: str, fmt: str, ckpt_dir: Path, torch_threads) -> None:
-    entry = json.loads((ckpt_dir / "index.json").read_text())[name]
+def test_outputs_match_pyslowfast(name: str, fmt: str, pyslowfast_ckpt_dir: Path, torch_threads) -> None:
+    entry = read_index(pyslowfast_ckpt_dir)[name]
     if fmt == "pyth":
-        model = load_pretrained(ckpt_dir / f"{name}.pyth")  # builds from the cfg embedded in the checkpoint
+        model = load_pretrained(pyslowfast_ckpt_dir / f"{name}.pyth")  # builds from the cfg embedded in the checkpoint
     else:
-        model = load_pretrained(ckpt_dir / f"{name}.c2.pkl", cfg=entry["config"], overrides=entry["overrides"])
+        model = load_pretrained(pyslowfast_ckpt_dir / f"{name}.c2.pkl", cfg=entry["config"],
+                                overrides=entry["overrides"])
     assert not model.training
-    e = np.load(ckpt_dir / f"{name}.expected.npz")
+    e = load_expected(pyslowfast_ckpt_dir, name)
     pathways = _inputs(e)
     with torch.no_grad():
         out = model.predict(pathways)
@@ -94,27 +66,27 @@ def test_outputs_match_pyslowfast(name: str, fmt: str, ckpt_dir: Path, torch_thr
             assert_close(fc[key], e[f"fc96_{key}"], f"fc96 {key}")
 
 
-def test_c2_pickle_loads_the_same_weights_as_pyth(ckpt_dir: Path) -> None:
+def test_c2_pickle_loads_the_same_weights_as_pyth(pyslowfast_ckpt_dir: Path) -> None:
     for name in sorted(_C2):
-        c2_state, c2_cfg = load_checkpoint(ckpt_dir / f"{name}.c2.pkl")
-        state, cfg = load_checkpoint(ckpt_dir / f"{name}.pyth")
+        c2_state, c2_cfg = load_checkpoint(pyslowfast_ckpt_dir / f"{name}.c2.pkl")
+        state, cfg = load_checkpoint(pyslowfast_ckpt_dir / f"{name}.pyth")
         assert c2_cfg is None and cfg is not None
-        names = json.loads((ckpt_dir / f"{name}.c2_names.json").read_text())
+        names = json.loads((pyslowfast_ckpt_dir / f"{name}.c2_names.json").read_text())
         assert set(c2_state) == {key for _, key, _ in names}
         for _, key, shape in names:
             np.testing.assert_array_equal(c2_state[key].reshape(shape).numpy(), state[key].numpy())
     assert _C2, "no .c2.pkl fixtures found"
 
 
-def test_pytorchvideo_layout_computes_the_same(ckpt_dir: Path, torch_threads) -> None:
+def test_pytorchvideo_layout_computes_the_same(pyslowfast_ckpt_dir: Path, torch_threads) -> None:
     """PTVSlowFast (PyTorchVideo module names) with SlowFast's weights gives SlowFast's outputs."""
-    state, cfg = load_checkpoint(ckpt_dir / "slowfast_r50_8x8_w8.pyth")
+    state, cfg = load_checkpoint(pyslowfast_ckpt_dir / "slowfast_r50_8x8_w8.pyth")
     cfg.MODEL.MODEL_NAME = "PTVSlowFast"
     model = build_model(cfg)
     target = model.state_dict()
     assert [tuple(v.shape) for v in target.values()] == [tuple(v.shape) for v in state.values()]
     model.load_state_dict(dict(zip(target, state.values(), strict=True)))
-    e = np.load(ckpt_dir / "slowfast_r50_8x8_w8.expected.npz")
+    e = load_expected(pyslowfast_ckpt_dir, "slowfast_r50_8x8_w8")
     with torch.no_grad():
         out = model.predict(_inputs(e))
     for key in ("latent", "logits", "probs"):

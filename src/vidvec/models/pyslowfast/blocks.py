@@ -24,7 +24,8 @@ def batchnorm3d(num_features: int) -> nn.BatchNorm3d:
 
 
 def round_width(width: float, multiplier: float, min_width: int = 1, divisor: int = 1) -> int:
-    """X3D width rounding (PySlowFast ``models.utils.round_width`` / ``SE._round_width``)."""
+    """PySlowFast's width rounding (``models.utils.round_width`` / ``SE._round_width``, also MViT's widths and
+    heads): scale ``width`` by ``multiplier`` and round to a multiple of ``divisor``."""
     if not multiplier:
         return int(width)
     width = width * multiplier

@@ -18,7 +18,8 @@ The returned module is a :class:`vidvec.models.base.FeatureModel`:
 
 The config is PySlowFast's (yacs) config: either an object with attributes (``cfg.MVIT.DEPTH``) or a plain nested
 mapping (``{"MVIT": {"DEPTH": 16}}``, e.g. ``yaml.safe_load`` of a checkpoint's ``cfg``). Fields it lacks take
-PySlowFast's defaults (``slowfast/config/defaults.py``; ``MODEL.MODEL_NAME`` defaults to ``MViT`` here), and
+PySlowFast's defaults (``slowfast/config/defaults.py``, as :func:`.config.get_default_cfg` holds them;
+``MODEL.MODEL_NAME`` defaults to ``MViT`` here), and
 string values are decoded as Python literals as yacs does (``PATCH_KERNEL: (3, 7, 7)`` in the published YAML), so
 a raw ``yaml.safe_load`` of ``configs/Kinetics/MVITv2_S_16x4.yaml`` works too. The cfg passed in is never modified (PySlowFast's builder
 rewrites ``MVIT.POOL_KV_STRIDE`` in place when ``POOL_KV_STRIDE_ADAPTIVE`` is set; this port derives the same
@@ -49,58 +50,21 @@ from torch import Tensor, nn
 
 from vidvec.models.base import FeatureModel
 
+from .blocks import round_width
+from .config import get_default_cfg
+
 __all__ = ["MViT", "MViTSpec", "BlockSpec", "build_mvit", "round_width"]
 
 _MISSING = object()
 
-# PySlowFast defaults (slowfast/config/defaults.py) for every field this builder reads.
-_DEFAULTS: dict[str, Any] = {
-    "DATA.NUM_FRAMES": 8,
-    "DATA.TRAIN_CROP_SIZE": 224,
-    "DATA.TEST_CROP_SIZE": 256,
-    "DATA.INPUT_CHANNEL_NUM": [3, 3],
-    "MODEL.MODEL_NAME": "MViT",
-    "MODEL.NUM_CLASSES": 400,
-    "MODEL.HEAD_ACT": "softmax",
-    "MODEL.DROPOUT_RATE": 0.5,
-    "DETECTION.ENABLE": False,
-    "CONTRASTIVE.NUM_MLP_LAYERS": 1,
-    "MVIT.MODE": "conv",
-    "MVIT.POOL_FIRST": False,
-    "MVIT.CLS_EMBED_ON": True,
-    "MVIT.PATCH_KERNEL": [3, 7, 7],
-    "MVIT.PATCH_STRIDE": [2, 4, 4],
-    "MVIT.PATCH_PADDING": [2, 4, 4],
-    "MVIT.PATCH_2D": False,
-    "MVIT.EMBED_DIM": 96,
-    "MVIT.NUM_HEADS": 1,
-    "MVIT.MLP_RATIO": 4.0,
-    "MVIT.QKV_BIAS": True,
-    "MVIT.DEPTH": 16,
-    "MVIT.NORM": "layernorm",
-    "MVIT.DIM_MUL": [],
-    "MVIT.HEAD_MUL": [],
-    "MVIT.POOL_KV_STRIDE": [],
-    "MVIT.POOL_KV_STRIDE_ADAPTIVE": None,
-    "MVIT.POOL_Q_STRIDE": [],
-    "MVIT.POOL_KVQ_KERNEL": None,
-    "MVIT.NORM_STEM": False,
-    "MVIT.SEP_POS_EMBED": False,
-    "MVIT.USE_ABS_POS": True,
-    "MVIT.REL_POS_SPATIAL": False,
-    "MVIT.REL_POS_TEMPORAL": False,
-    "MVIT.RESIDUAL_POOLING": False,
-    "MVIT.DIM_MUL_IN_ATT": False,
-    "MVIT.SEPARATE_QKV": False,
-    "MVIT.USE_MEAN_POOLING": False,
-    "MVIT.USE_FIXED_SINCOS_POS": False,
-    "MVIT.REV.ENABLE": False,
-}
+# Fields a cfg lacks take PySlowFast's defaults, the shared ones of ``config`` (``_defaults.py``, which holds
+# every field this builder reads), except that the model class defaults to MViT here.
+_MVIT_DEFAULT_OVERRIDES: dict[str, Any] = {"MODEL.MODEL_NAME": "MViT"}
 
 
-def _cfg_get(cfg: Any, dotted: str) -> Any:
-    """``cfg.A.B`` for an attribute-style config or ``cfg["A"]["B"]`` for a nested mapping; PySlowFast's
-    default when the field is absent."""
+def _lookup(cfg: Any, dotted: str) -> Any:
+    """``cfg.A.B`` for an attribute-style config or ``cfg["A"]["B"]`` for a nested mapping; ``_MISSING``
+    when the field is absent."""
     node = cfg
     for part in dotted.split("."):
         if isinstance(node, Mapping):
@@ -108,9 +72,21 @@ def _cfg_get(cfg: Any, dotted: str) -> Any:
         else:
             node = getattr(node, part, _MISSING)
         if node is _MISSING:
-            if dotted in _DEFAULTS:
-                return _DEFAULTS[dotted]
+            return _MISSING
+    return node
+
+
+def _cfg_get(cfg: Any, dotted: str, defaults: Any = None) -> Any:
+    """The field ``dotted`` of ``cfg`` (attribute-style or nested mapping); PySlowFast's default when the
+    field is absent (``defaults``: a default config, :func:`get_default_cfg` when not given)."""
+    node = _lookup(cfg, dotted)
+    if node is _MISSING:
+        if dotted in _MVIT_DEFAULT_OVERRIDES:
+            return _MVIT_DEFAULT_OVERRIDES[dotted]
+        node = _lookup(get_default_cfg() if defaults is None else defaults, dotted)
+        if node is _MISSING:
             raise KeyError(f"config field {dotted} missing and has no default")
+        return node
     if isinstance(node, str):
         # yacs decodes string values as Python literals ("(3, 7, 7)" in the published YAML files); so do we,
         # so that a raw ``yaml.safe_load`` of a config file works too.
@@ -119,18 +95,6 @@ def _cfg_get(cfg: Any, dotted: str) -> Any:
         except (ValueError, SyntaxError):
             pass
     return node
-
-
-def round_width(width: float, multiplier: float, min_width: int = 1, divisor: int = 1) -> int:
-    """PySlowFast's ``round_width``: scale ``width`` by ``multiplier`` and round to a multiple of ``divisor``."""
-    if not multiplier:
-        return width  # type: ignore[return-value]
-    width *= multiplier
-    min_width = min_width or divisor
-    out = max(min_width, int(width + divisor / 2) // divisor * divisor)
-    if out < 0.9 * width:
-        out += divisor
-    return int(out)
 
 
 def _ints(v: Any) -> tuple[int, ...]:
@@ -190,7 +154,8 @@ class MViTSpec:
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> MViTSpec:
-        g = lambda key: _cfg_get(cfg, key)  # noqa: E731
+        defaults = get_default_cfg()
+        g = lambda key: _cfg_get(cfg, key, defaults)  # noqa: E731
         if g("MODEL.MODEL_NAME") != "MViT":
             raise ValueError(f"MODEL.MODEL_NAME is {g('MODEL.MODEL_NAME')!r}; build_mvit builds PySlowFast's MViT "
                              "(PyTorchVideo's PTVMViT and MaskMViT have other state_dict keys)")

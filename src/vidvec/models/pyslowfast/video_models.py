@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -167,6 +167,35 @@ def _check_head_cfg(cfg: Mapping[str, Any]) -> None:
         raise NotImplementedError("contrastive MLP heads are not supported")
 
 
+class _ResNetLayout(NamedTuple):
+    """What SlowFast and the single-pathway ResNets derive alike from the config before building stages."""
+
+    norm: NormFactory
+    act_func: str
+    pool_size: list[list[int]]  # max-pool kernel (= stride) after res2, per pathway
+    depths: tuple[int, ...]  # blocks per stage
+    groups: int
+    width: int  # RESNET.WIDTH_PER_GROUP
+    dim_inner: int
+    temporal_kernels: list[list[list[int]]]
+
+
+def _resnet_layout(cfg: Mapping[str, Any], num_pathways: int, kind: str) -> _ResNetLayout:
+    """The shared constructor preamble of SlowFast and ResNet: checks the head, that MODEL.ARCH is a ``kind``
+    architecture with ``num_pathways`` pathways, and RESNET.DEPTH."""
+    _check_head_cfg(cfg)
+    m, r = cfg["MODEL"], cfg["RESNET"]
+    arch = m["ARCH"]
+    if arch not in POOL1 or len(POOL1[arch]) != num_pathways:
+        raise ValueError(f"MODEL.ARCH {arch!r} is not a {kind} architecture")
+    if r["DEPTH"] not in MODEL_STAGE_DEPTH:
+        raise ValueError(f"RESNET.DEPTH {r['DEPTH']} not in {sorted(MODEL_STAGE_DEPTH)}")
+    norm = get_norm(cfg)
+    groups, width = r["NUM_GROUPS"], r["WIDTH_PER_GROUP"]
+    return _ResNetLayout(norm, m["HEAD_ACT"], POOL1[arch], MODEL_STAGE_DEPTH[r["DEPTH"]], groups, width,
+                         groups * width, TEMPORAL_KERNEL_BASIS[arch])
+
+
 class SlowFast(PySlowFastModel):
     """SlowFast (Feichtenhofer et al. 2019): slow and fast pathways with fast-to-slow lateral fusion."""
 
@@ -174,22 +203,10 @@ class SlowFast(PySlowFastModel):
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__(cfg)
-        _check_head_cfg(cfg)
+        norm, self.act_func, pool_size, depths, groups, width, dim_inner, tk = _resnet_layout(cfg, 2, "two-pathway")
         m, r, sf, d, nl = cfg["MODEL"], cfg["RESNET"], cfg["SLOWFAST"], cfg["DATA"], cfg["NONLOCAL"]
-        arch = m["ARCH"]
-        if arch not in POOL1 or len(POOL1[arch]) != 2:
-            raise ValueError(f"MODEL.ARCH {arch!r} is not a two-pathway architecture")
-        if r["DEPTH"] not in MODEL_STAGE_DEPTH:
-            raise ValueError(f"RESNET.DEPTH {r['DEPTH']} not in {sorted(MODEL_STAGE_DEPTH)}")
-        norm = get_norm(cfg)
-        self.act_func = m["HEAD_ACT"]
-        pool_size = POOL1[arch]
-        depths = MODEL_STAGE_DEPTH[r["DEPTH"]]
-        groups, width = r["NUM_GROUPS"], r["WIDTH_PER_GROUP"]
-        dim_inner = groups * width
         beta_inv, ratio, alpha = sf["BETA_INV"], sf["FUSION_CONV_CHANNEL_RATIO"], sf["ALPHA"]
         out_dim_ratio = beta_inv // ratio
-        tk = TEMPORAL_KERNEL_BASIS[arch]
 
         self.s1 = VideoModelStem(
             dim_in=d["INPUT_CHANNEL_NUM"], dim_out=[width, width // beta_inv],
@@ -249,20 +266,9 @@ class ResNet(PySlowFastModel):
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__(cfg)
-        _check_head_cfg(cfg)
+        norm, self.act_func, pool_size, depths, groups, width, dim_inner, tk = _resnet_layout(
+            cfg, 1, "single-pathway ResNet")
         m, r, d, nl = cfg["MODEL"], cfg["RESNET"], cfg["DATA"], cfg["NONLOCAL"]
-        arch = m["ARCH"]
-        if arch not in POOL1 or len(POOL1[arch]) != 1:
-            raise ValueError(f"MODEL.ARCH {arch!r} is not a single-pathway ResNet architecture")
-        if r["DEPTH"] not in MODEL_STAGE_DEPTH:
-            raise ValueError(f"RESNET.DEPTH {r['DEPTH']} not in {sorted(MODEL_STAGE_DEPTH)}")
-        norm = get_norm(cfg)
-        self.act_func = m["HEAD_ACT"]
-        pool_size = POOL1[arch]
-        depths = MODEL_STAGE_DEPTH[r["DEPTH"]]
-        groups, width = r["NUM_GROUPS"], r["WIDTH_PER_GROUP"]
-        dim_inner = groups * width
-        tk = TEMPORAL_KERNEL_BASIS[arch]
 
         self.s1 = VideoModelStem(dim_in=d["INPUT_CHANNEL_NUM"], dim_out=[width], kernel=[tk[0][0] + [7, 7]],
                                  stride=[[1, 2, 2]], padding=[[tk[0][0][0] // 2, 3, 3]], norm=norm)
