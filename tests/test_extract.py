@@ -194,3 +194,14 @@ def test_every_kind_of_awkward_input_in_one_run(tmp_path):
     assert vfr["features"].shape[0] >= 14  # the last frame shows at 1.4 s: sampling reaches it (VFR metadata says 1.08 s)
     failures = dict(Ledger(out).summary()["failures"])
     assert len(failures) == 5 and all(failures.values())
+
+
+def test_bfloat16_compute_stays_close_to_float32(shared_dir):
+    video = shared_dir / "assets" / "videos" / "TrumanShow_wave_f_nm_np1_fr_med_26.avi"
+    (full,) = run([video], None)
+    (half,) = run([video], None, dtype="bfloat16")
+    a, b = full.features, half.features
+    assert b.dtype == np.float32  # stored as float32 whatever the compute dtype
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.98, cosine
+    assert not np.array_equal(a, b)  # the dtype really was used

@@ -44,7 +44,8 @@ def reference_net(name: str) -> torch.nn.Module:
 
 
 def test_every_registered_model_is_covered():
-    assert sorted(INPUTS) == list_models()
+    # PySlowFast's cards are checked in test_pyslowfast_zoo.py (and the port in test_pyslowfast_*.py).
+    assert sorted(INPUTS) == [n for n in list_models() if get_card(n).family != "pyslowfast"]
     assert NUMERIC < set(INPUTS)
 
 

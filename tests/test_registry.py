@@ -16,11 +16,14 @@ from vidvec.transforms import Preprocess
 
 VIDEO = ["mc3_18", "mvit_v1_b", "mvit_v2_s", "r2plus1d_18", "r3d_18", "s3d", "swin3d_b", "swin3d_s", "swin3d_t"]
 IMAGE = ["resnet152", "resnet50"]
-ALL = sorted(VIDEO + IMAGE + ["efficientnet_lite0"])
+ALL = sorted(VIDEO + IMAGE + ["efficientnet_lite0"])   # the torchvision/efficientnet cards checked below
+# PySlowFast's MODEL_ZOO cards are checked in test_pyslowfast_zoo.py.
+PYSLOWFAST = list_models("pyslowfast")
 
 
 def test_all_models_listed():
-    assert list_models() == ALL
+    assert list_models() == sorted(ALL + PYSLOWFAST)
+    assert len(PYSLOWFAST) >= 20
     assert list_models("torchvision-video") == VIDEO
     assert list_models("torchvision-image") == IMAGE
     assert list_models("efficientnet") == ["efficientnet_lite0"]
@@ -44,7 +47,7 @@ def test_duplicate_registration_rejected_and_registry_unchanged():
     assert get_card("r3d_18") is original
     with pytest.raises(TypeError, match="must return a ModelCard"):
         register_model(lambda: "not a card")
-    assert sorted(_REGISTRY) == ALL
+    assert sorted(_REGISTRY) == sorted(ALL + PYSLOWFAST)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -136,7 +139,7 @@ def test_import_is_cheap():
         torch.load = lambda *a, **k: loads.append(a) or orig_load(*a, **k)
         import vidvec.models
         from vidvec.registry import list_models
-        assert len(list_models()) == 12
+        assert len(list_models()) - len(list_models("pyslowfast")) == 12 and list_models("pyslowfast")
         print(len(built), len(loads))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -84,3 +84,21 @@ def test_assemble_handles_views_and_padding():
     assert len(clips) == 3
     frames = clips[0][1][:, 0, 0, 0]
     assert frames[0] == 0 and frames[-1] == 48 and all(p.padded for p, _ in clips)
+
+
+def test_grouped_stacks_runs_of_clips_and_keeps_event_order():
+    from vidvec.clips import Clip, ClipGroup, VideoFinished, grouped
+
+    def clip(video, i):
+        return Clip(video, i, 0, torch.full((2, 4, 4, 3), i, dtype=torch.uint8), i, i + 1, False)
+
+    events = [clip(0, 0), clip(0, 1), clip(0, 2), VideoFinished(0, 0.1), clip(1, 0), VideoFinished(1, 0.1)]
+    out = list(grouped(events, size=2))
+    assert [type(e).__name__ for e in out] == ["ClipGroup", "ClipGroup", "VideoFinished", "ClipGroup",
+                                              "VideoFinished"]
+    assert out[0].pixels.shape == (2, 2, 4, 4, 3)
+    unpacked = out[0].unpack() + out[1].unpack()
+    assert [c.clip for c in unpacked] == [0, 1, 2]
+    assert all(int(c.pixels[0, 0, 0, 0]) == c.clip for c in unpacked)
+    capped = list(grouped(events[:3], size=10, max_bytes=2 * 4 * 4 * 3))
+    assert [len(e.clips) for e in capped if isinstance(e, ClipGroup)] == [1, 1, 1]

@@ -280,3 +280,80 @@ def test_package_file_entry(tmp_path):
     real = get_card("efficientnet_lite0")
     entry, path = resolve(real, None)
     assert entry.url is None and path.name == "efficientnet-lite0-57934424.pth" and path.is_file()
+
+
+# --- entries without a published sha256: recorded on first download, verified afterwards ---
+
+
+def test_unhashed_entry_records_sha256_on_first_download(tmp_path, isolated_home, monkeypatch):
+    src, digest = _checkpoint(tmp_path / "server", "model.pyth")
+    card = _card(src.as_uri(), None)
+    entry, path = resolve(card, None)
+    assert path == isolated_home / "checkpoints" / "model.pyth"
+    sidecar = path.with_name("model.pyth.sha256")
+    assert sidecar.read_text() == f"{digest}  model.pyth\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pyth", "model.pyth.sha256"]
+    # Later loads check the file against the record (offline: no second download).
+    monkeypatch.setenv("VIDVEC_OFFLINE", "1")
+    assert resolve(card, None) == (entry, path)
+    # A copy of the file elsewhere is recognised as the entry by name and recorded hash.
+    copy = tmp_path / "mine" / "model.pyth"
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    assert resolve(card, str(copy)) == (entry, copy)
+    # The cached file changes: refused, naming the record.
+    torch.save({"other": torch.zeros(1)}, path)
+    with pytest.raises(WeightsError, match="was recorded when it was downloaded") as err:
+        resolve(card, None)
+    assert "model.pyth.sha256" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unhashed_entry_placed_by_hand_is_recorded_then_checked(tmp_path, isolated_home):
+    card = _card("https://example.invalid/zoo/model.pkl", None)
+    placed, digest = _checkpoint(isolated_home / "checkpoints", "model.pkl")
+    assert resolve(card, None) == (card.default_weights, placed)  # trusted on first use ...
+    assert placed.with_name("model.pkl.sha256").read_text().split()[0] == digest
+    placed.write_bytes(b"something else")                          # ... and held to it afterwards
+    with pytest.raises(WeightsError, match="the file changed"):
+        resolve(card, None)
+
+
+def test_unhashed_entry_never_trusts_a_torch_hub_file_of_the_same_name(tmp_path, monkeypatch, isolated_home):
+    monkeypatch.setenv("VIDVEC_OFFLINE", "1")
+    _checkpoint(tmp_path / "torch" / "hub" / "checkpoints", "x3d_m.pyth")  # e.g. another library's file
+    card = _card("https://example.invalid/zoo/x3d_m.pyth", None)
+    with pytest.raises(WeightsError, match="VIDVEC_OFFLINE"):
+        resolve(card, None)
+
+
+def test_card_hooks_read_and_load_checkpoints(tmp_path):
+    path, _ = _checkpoint(tmp_path / "mine")
+    calls = []
+
+    def read(p):
+        calls.append(("read", p))
+        return {"w": torch.ones(1)}
+
+    def load(module, state, source):
+        calls.append(("load", source))
+        raise RuntimeError("custom mismatch message\n  with details")
+
+    weights = Weights("TINY_V1", "https://example.invalid/t.pth", None, "MIT", PP, ("a", "b"), 26, {})
+    card = ModelCard("tiny-hooks", "test", "image", Tiny, (weights,), 4, SamplingSpec(), "body", "test",
+                     read_checkpoint=read, load_state=load)
+    from vidvec import weights as weights_module
+
+    with pytest.raises(WeightsError, match="^custom mismatch message\n  with details$"):
+        weights_module._load_checkpoint_into(card, Tiny(), path)
+    assert calls == [("read", path), ("load", str(path))]
+
+
+def test_card_without_weights_entries(tmp_path):
+    card = ModelCard("bare", "test", "image", Tiny, (), 4, SamplingSpec(), "body", "test", preprocess=PP,
+                     categories=("a", "b"))
+    assert card.default_weights is None and card.preprocess_for(None) is PP
+    with pytest.raises(WeightsError, match="no published weights"):
+        resolve(card, None)
+    assert resolve(card, "random") == (None, None)
+    with pytest.raises(WeightsError, match="valid: random, or a checkpoint path"):
+        resolve(card, "SOMETHING")

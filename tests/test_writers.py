@@ -260,3 +260,31 @@ def test_temp_name_fits_long_final_names(tmp_path: Path) -> None:
 
 def test_feature_like_names_are_documented() -> None:
     assert writers.FEATURE_LIKE == {"features", "video_vector", "logits"}
+
+
+# --- the pyslowfast layout: <video folder>/output_vecs/output_latent_vec_<stem>.npy ---
+
+
+def test_pyslowfast_paths(tmp_path: Path) -> None:
+    a, b = tmp_path / "v" / "a.mp4", tmp_path / "v" / "sub" / "b.avi"
+    assert writers.pyslowfast_path(a) == tmp_path / "v" / "output_vecs" / "output_latent_vec_a.npy"
+    assert writers.pyslowfast_paths([a, b]) == [tmp_path / "v" / "output_vecs" / "output_latent_vec_a.npy",
+                                                tmp_path / "v" / "sub" / "output_vecs" / "output_latent_vec_b.npy"]
+    # Same stem in one folder: both keep their extension rather than overwrite each other.
+    x_mp4, x_avi, x_other = tmp_path / "v" / "x.mp4", tmp_path / "v" / "x.avi", tmp_path / "w" / "x.mp4"
+    assert [p.name for p in writers.pyslowfast_paths([x_mp4, x_avi, x_other])] == [
+        "output_latent_vec_x.mp4.npy", "output_latent_vec_x.avi.npy", "output_latent_vec_x.npy"]
+
+
+def test_write_latent_vector_atomic_plain_npy(tmp_path: Path) -> None:
+    path = tmp_path / "v" / "output_vecs" / "output_latent_vec_a.npy"
+    vec = np.arange(6, dtype=np.float64)
+    assert writers.write_latent_vector(path, vec) == path
+    back = np.load(path, allow_pickle=False)
+    assert back.dtype == np.float32 and back.shape == (6,) and np.array_equal(back, vec)
+    writers.write_latent_vector(path, torch.ones(6), "float16")  # tensors too; replaces atomically
+    assert np.load(path).dtype == np.float16
+    assert files_in(tmp_path) == ["v/output_vecs/output_latent_vec_a.npy"]
+    with pytest.raises(ValueError, match="1-D float"):
+        writers.write_latent_vector(path, np.zeros((2, 3), np.float32))
+    assert np.load(path).shape == (6,)  # the failed write left the old file

@@ -32,11 +32,16 @@ def _fail(message: str) -> None:
 def extract(
     inputs: List[Path] = typer.Argument(None, help="Video files and/or folders (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (features, ledger)."),
-    model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Model name (see `vidvec models`)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Model name (see `vidvec models`); default: the architecture a PySlowFast "
+        ".pyth given as --weights names in its cfg, else efficientnet_lite0."),
     weights: Optional[str] = typer.Option(None, help="Weights entry name, a checkpoint path, or 'random'."),
     list_file: Optional[Path] = typer.Option(None, "--list", help="Text file with one video path per line."),
     manifest: Optional[Path] = typer.Option(None, help="CSV with video_path and optional output_path, start, end."),
-    fmt: str = typer.Option("npz", "--format", help="npz, npy (+ .json sidecar) or pt."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="npz (default), npy (+ .json sidecar) or pt."),
+    layout: str = typer.Option(
+        "vidvec", help="vidvec: OUT/<name>.<format>; pyslowfast: <video folder>/output_vecs/"
+        "output_latent_vec_<stem>.npy (the video vector only; OUT keeps the ledger)."),
     out_dtype: str = typer.Option("float32", help="float32 or float16 for stored features."),
     batch_size: int = typer.Option(16, help="Clips per model call (across videos)."),
     num_workers: Optional[int] = typer.Option(None, help="Decode worker processes (default: cores - 1, 0 = inline)."),
@@ -67,9 +72,9 @@ def extract(
     clip_counter = _ClipCounter()
     try:
         run = prepare(inputs or [], model, out, weights=weights, list_file=list_file, manifest=manifest, fmt=fmt,
-                      out_dtype=out_dtype, batch_size=batch_size, num_workers=num_workers, device=device,
-                      dtype=dtype, sampling=overrides, top_k=top_k, logits=logits, retry_failed=retry_failed,
-                      overwrite=overwrite, on_clips=clip_counter)
+                      layout=layout, out_dtype=out_dtype, batch_size=batch_size, num_workers=num_workers,
+                      device=device, dtype=dtype, sampling=overrides, top_k=top_k, logits=logits,
+                      retry_failed=retry_failed, overwrite=overwrite, on_clips=clip_counter)
     except (ExtractError, SettingsMismatch, SourceError, WeightsError, ValueError) as error:
         _fail(str(error))
     total = len(run.sources)
@@ -207,7 +212,7 @@ def models(family: Optional[str] = typer.Option(None, help="Only this family."))
     for name in names:
         card = get_card(name)
         table.add_row(name, card.family, card.input, str(card.embed_dim), card.sampling.describe(),
-                      ", ".join(w.name for w in card.weights))
+                      ", ".join(w.name for w in card.weights) or "none published (--weights PATH)")
     Console(width=max(160, Console().width)).print(table)
 
 

@@ -47,6 +47,11 @@ class VideoInfo:
     num_frames: int | None  # from container metadata; None when unknown
     start_time: float  # timestamp (s) of the first frame; times in this API are relative to it
     has_audio: bool
+    # Exact header values, for samplers that reproduce other tools' frame-index arithmetic (PySlowFast).
+    frame_rate: tuple[int, int] | None = None  # the rate ``fps`` comes from, as (num, den)
+    time_base: tuple[int, int] | None = None  # seconds per timestamp tick, as (num, den)
+    stream_duration: int | None = None  # the stream's duration header, in ticks; None when absent
+    start_pts: int | None = None  # timestamp (ticks) of the first frame (dts for AVI, as start_time)
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-serialisable)."""
@@ -224,6 +229,10 @@ class _Opened:
             num_frames=num_frames,
             start_time=float(self.start_ts * tb),
             has_audio=len(self.container.streams.audio) > 0,
+            frame_rate=(self.rate.numerator, self.rate.denominator) if self.rate else None,
+            time_base=(self.time_base.numerator, self.time_base.denominator),
+            stream_duration=int(s.duration) if s.duration and s.duration > 0 else None,
+            start_pts=self.start_ts,
         )
 
 

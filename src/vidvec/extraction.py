@@ -24,7 +24,8 @@ from .pipeline import DTYPES, RunOptions, VideoResult, run
 from .sampling import SamplingSpec
 from .sources import VideoSource, collect_sources
 from .weights import LoadedModel, load_model
-from .writers import FORMATS, output_path, read_features, remove_stale_temps, write_features
+from .writers import (FORMATS, LAYOUTS, PYSLOWFAST_DIR, output_path, pyslowfast_paths, read_features,
+                      remove_stale_temps, write_features, write_latent_vector)
 
 
 class ExtractError(Exception):
@@ -90,6 +91,18 @@ class Extraction:
     retry_failed: bool = False
     on_clips: Callable[[int], None] | None = None
     ledger: Ledger | None = field(default=None, repr=False)
+    layout: str = "vidvec"
+    # --layout pyslowfast: each source's vector file, next to the video (by source key).
+    layout_paths: dict[str, Path] = field(default_factory=dict, repr=False)
+
+    def output_path(self, source: VideoSource) -> Path:
+        """Where ``source``'s output goes (``out`` must be set): ``OUT/<key>.<format>`` (layout vidvec), or
+        ``<video folder>/output_vecs/output_latent_vec_<stem>.npy`` (layout pyslowfast). A manifest's
+        ``output_path`` wins in both layouts."""
+        assert self.out is not None
+        if self.layout == "pyslowfast" and source.output is None:
+            return self.layout_paths[source.key]
+        return output_path(self.out, source.key, self.fmt, source.output)
 
     def __iter__(self) -> Iterator[Outcome]:
         jobs: list[tuple[int, VideoSource]] = []
@@ -116,11 +129,12 @@ class Extraction:
     def _already_done(self, source: VideoSource) -> Outcome | None:
         if self.ledger is None:
             return None
-        path = output_path(self.out, source.key, self.fmt, source.output)
+        path = self.output_path(source)
         if not self.ledger.should_process(source.key, self.retry_failed):
             record = self.ledger.get(source.key)
             return Outcome(source, "skipped", f"already {record.status}", path)
-        if path.exists() and self._written_with_same_settings(path):
+        # A pyslowfast-layout .npy has no provenance to prove its settings: such a file is simply redone.
+        if self.layout == "vidvec" and path.exists() and self._written_with_same_settings(path):
             # Killed between the write and the ledger commit: the file is complete, adopt it.
             _, provenance = read_features(path)
             self.ledger.mark_done(source.key, str(source.path), str(path), int(provenance.get("clips", 0)),
@@ -142,9 +156,12 @@ class Extraction:
             return Outcome(source, "failed", result.reason, result=result)
         path = None
         if self.out is not None:
-            path = output_path(self.out, source.key, self.fmt, source.output)
+            path = self.output_path(source)
             try:
-                write_features(path, self.fmt, result.arrays, self._provenance(result), self.out_dtype)
+                if self.layout == "pyslowfast":
+                    write_latent_vector(path, result.arrays["video_vector"], self.out_dtype)
+                else:
+                    write_features(path, self.fmt, result.arrays, self._provenance(result), self.out_dtype)
             except OSError as error:
                 reason = f"cannot write {path}: {error.strerror or error}"
                 self.ledger.mark_failed(source.key, str(source.path), reason)
@@ -184,13 +201,14 @@ def default_workers() -> int:
 
 def prepare(
     inputs: Sequence[str | Path] | str | Path = (),
-    model: str = "efficientnet_lite0",
+    model: str | None = None,
     out: str | Path | None = None,
     *,
     weights: str | None = None,
     list_file: str | Path | None = None,
     manifest: str | Path | None = None,
-    fmt: str = "npz",
+    fmt: str | None = None,
+    layout: str = "vidvec",
     out_dtype: str = "float32",
     batch_size: int = 16,
     num_workers: int | None = None,
@@ -203,9 +221,25 @@ def prepare(
     overwrite: bool = False,
     on_clips: Callable[[int], None] | None = None,
 ) -> Extraction:
-    """Resolve everything a run needs; raises ExtractError (or the model/weights/source errors) early."""
+    """Resolve everything a run needs; raises ExtractError (or the model/weights/source errors) early.
+
+    ``model`` None: the architecture a ``weights`` checkpoint names itself (a PySlowFast ``.pyth`` with its
+    cfg), else ``efficientnet_lite0``. ``layout`` "pyslowfast" writes only each video's vector to
+    ``<video folder>/output_vecs/output_latent_vec_<stem>.npy``; ``out`` then holds just the ledger.
+    """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
+    if layout not in LAYOUTS:
+        raise ExtractError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if layout == "pyslowfast":
+        if fmt not in (None, "npy"):
+            raise ExtractError(f"--layout pyslowfast writes .npy vectors; --format {fmt} does not apply")
+        if top_k or logits:
+            raise ExtractError("--layout pyslowfast writes only the video vector; --top-k and --logits need "
+                               "--layout vidvec")
+        if out is None:
+            raise ExtractError("--layout pyslowfast needs an output folder (--out) for its ledger")
+    fmt = fmt or ("npy" if layout == "pyslowfast" else "npz")
     if fmt not in FORMATS:
         raise ExtractError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if out_dtype not in ("float32", "float16"):
@@ -236,6 +270,10 @@ def prepare(
         "top_k": top_k,
         "logits": bool(logits or top_k),
     }
+    layout_paths: dict[str, Path] = {}
+    if layout != "vidvec":  # only then: folders made before layouts existed keep their settings hash
+        settings["layout"] = layout
+        layout_paths = dict(zip([s.key for s in sources], pyslowfast_paths([s.path for s in sources])))
     digest = settings_hash(settings)
     ledger = None
     if out is not None:
@@ -243,18 +281,24 @@ def prepare(
         ledger = Ledger(out)
         ledger.bind_settings(digest, settings, overwrite=overwrite)
         remove_stale_temps(out)
+        for folder in {p.parent for p in layout_paths.values()}:
+            if folder.name == PYSLOWFAST_DIR:
+                remove_stale_temps(folder)
     options = RunOptions(batch_size=batch_size, num_workers=default_workers() if num_workers is None else num_workers,
                          device=device, dtype=dtype, top_k=top_k, logits=logits)
     return Extraction(sources, loaded, spec, options, out, fmt, out_dtype, settings, digest,
-                      retry_failed=retry_failed, on_clips=on_clips, ledger=ledger)
+                      retry_failed=retry_failed, on_clips=on_clips, ledger=ledger, layout=layout,
+                      layout_paths=layout_paths)
 
 
-def extract(inputs: Sequence[str | Path] | str | Path = (), model: str = "efficientnet_lite0",
+def extract(inputs: Sequence[str | Path] | str | Path = (), model: str | None = None,
             out: str | Path | None = None, **options) -> Iterator[Outcome]:
     """Extract features; yields one Outcome per video (done, failed or skipped).
 
     With ``out`` the features are written there (one file per video) and recorded in its ledger,
     so re-running resumes; without it nothing is written and results come back in memory.
+    ``model`` None: the model a ``weights=`` PySlowFast checkpoint names in its cfg, else efficientnet_lite0.
+    ``layout="pyslowfast"`` writes each video's vector next to the video instead (see ``prepare``).
     """
     yield from prepare(inputs, model, out, **options)
 

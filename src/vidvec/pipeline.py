@@ -7,6 +7,8 @@ clip has been through the model.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -14,7 +16,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .clips import Clip, Event, VideoEvents, VideoFailed, VideoFinished, VideoStarted
+from .clips import Clip, ClipGroup, Event, VideoEvents, VideoFailed, VideoFinished, VideoStarted
 from .decode import VideoInfo
 from .sampling import SamplingSpec
 from .sources import VideoSource
@@ -67,14 +69,29 @@ class _Pending:
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def _return_big_blocks_to_the_os() -> None:
+    """Serve big allocations (frames, batches, activations) with mmap so that freeing them returns the
+    memory: glibc otherwise raises its mmap threshold after the first free and recycles them on its heap,
+    where fragmentation makes a long run's RSS creep up. Inherited by forked decode workers."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
+        pass
+
+
 def _events(jobs: list[tuple[int, VideoSource]], spec: SamplingSpec, model: LoadedModel,
             options: RunOptions) -> Iterator[Event]:
-    dataset = VideoEvents(jobs, spec, model.preprocess, options.decoder_threads)
     if options.num_workers <= 0 or not jobs:
-        return iter(dataset)
+        return iter(VideoEvents(jobs, spec, model.preprocess, options.decoder_threads))
+    # Workers send clips in groups (fewer inter-process messages); a few groups in flight per worker
+    # keep the model fed while bounding memory.
+    dataset = VideoEvents(jobs, spec, model.preprocess, options.decoder_threads, group=options.batch_size)
     workers = min(options.num_workers, len(jobs))
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=workers, prefetch_factor=max(2, options.batch_size),
+        dataset, batch_size=None, num_workers=workers, prefetch_factor=4,
         in_order=False, pin_memory=options.device.startswith("cuda"), persistent_workers=False)
     return iter(loader)
 
@@ -82,6 +99,7 @@ def _events(jobs: list[tuple[int, VideoSource]], spec: SamplingSpec, model: Load
 def run(sources: Sequence[tuple[int, VideoSource]], model: LoadedModel, spec: SamplingSpec,
         options: RunOptions, on_batch: Callable[[int], None] | None = None) -> Iterator[VideoResult]:
     """Yield one VideoResult per (index, source), in completion order."""
+    _return_big_blocks_to_the_os()
     sources = list(sources)
     by_index = {index: source for index, source in sources}
     pending: dict[int, _Pending] = {}
@@ -126,11 +144,11 @@ def run(sources: Sequence[tuple[int, VideoSource]], model: LoadedModel, spec: Sa
     for event in _events(sources, spec, model, options):
         if isinstance(event, VideoStarted):
             pending[event.video] = _Pending(event.info, event.clips)
-        elif isinstance(event, Clip):
-            batch.append(event)
-            if len(batch) >= options.batch_size:
-                forward(batch)
-                batch = []
+        elif isinstance(event, (Clip, ClipGroup)):
+            batch.extend(event.unpack() if isinstance(event, ClipGroup) else [event])
+            while len(batch) >= options.batch_size:
+                forward(batch[:options.batch_size])
+                batch = batch[options.batch_size:]
                 yield from completed()
         elif isinstance(event, VideoFinished):
             pending[event.video].finished = True

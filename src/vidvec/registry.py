@@ -11,13 +11,17 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 from vidvec.sampling import SamplingSpec
 from vidvec.transforms import Preprocess
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from torch import Tensor, nn
+
     from vidvec.models.base import FeatureModel
 
 
@@ -38,6 +42,7 @@ class Weights:
     source: str = ""                       # one line: where the weights come from
     package_file: Callable[[], Path] | None = None   # weights shipped inside an installed package
     package: str | None = None             # the pip package that ships package_file, for error messages
+    cache_name: str | None = None          # the file's name in vidvec's cache when the URL's last part is ambiguous
 
     def __post_init__(self) -> None:
         if self.url is None and self.package_file is None:
@@ -50,7 +55,9 @@ class Weights:
 
     @property
     def file_name(self) -> str:
-        """The checkpoint's file name: the URL's last part, or the packaged file's name."""
+        """The checkpoint's file name: ``cache_name``, the URL's last part, or the packaged file's name."""
+        if self.cache_name:
+            return self.cache_name
         if self.url:
             return Path(urlparse(self.url).path).name
         try:
@@ -65,23 +72,38 @@ class Weights:
 
 @dataclass(frozen=True)
 class ModelCard:
-    """A registered model: how to build it and what it expects."""
+    """A registered model: how to build it and what it expects.
+
+    Optional hooks let a family read its own checkpoint formats while ``weights.py`` stays generic:
+    ``read_checkpoint(path)`` returns the state_dict of a checkpoint file (default: ``torch.load`` with
+    ``weights_only=True``, unwrapped), ``load_state(module, state, source)`` loads it strictly and raises
+    one readable error on any mismatch (default: ``weights.load_into``).
+
+    A card may have no downloadable weights (``weights=()``) when none are published for it; it then needs
+    its own ``preprocess`` (and may give ``categories``), and is used with ``--weights PATH`` or ``random``.
+    """
 
     name: str                      # registry name, e.g. 'r2plus1d_18'
     family: str                    # 'torchvision-video', 'torchvision-image', 'efficientnet', ...
     input: Literal["video", "image"]
     build: Callable[..., FeatureModel]   # build(num_classes: int | None = None) with RANDOM init, no download
-    weights: tuple[Weights, ...]   # first = default
+    weights: tuple[Weights, ...]   # first = default; () when no weights are published
     embed_dim: int
     sampling: SamplingSpec         # the default sampling (how the model was trained/evaluated)
     latent: str                    # which layer the vector is, in words
     description: str
+    read_checkpoint: Callable[[Path], Mapping[str, Tensor]] | None = field(default=None, compare=False)
+    load_state: Callable[[nn.Module, Mapping[str, Tensor], str], None] | None = field(default=None, compare=False)
+    preprocess: Preprocess | None = None             # for cards without weights entries
+    categories: tuple[str, ...] | None = None        # for cards without weights entries
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # family-specific data
 
     def __post_init__(self) -> None:
         if self.input not in ("video", "image"):
             raise ValueError(f"model {self.name}: input must be 'video' or 'image', not {self.input!r}")
-        if not self.weights:
-            raise ValueError(f"model {self.name} has no weights entries")
+        if not self.weights and self.preprocess is None:
+            raise ValueError(f"model {self.name} has no weights entries (a card without any needs its own "
+                             f"preprocess)")
         names = [w.name for w in self.weights]
         if len(set(names)) != len(names):
             raise ValueError(f"model {self.name} has duplicate weights names: {names}")
@@ -89,21 +111,41 @@ class ModelCard:
             raise ValueError(f"model {self.name}: embed_dim must be positive")
 
     @property
-    def default_weights(self) -> Weights:
-        return self.weights[0]
+    def default_weights(self) -> Weights | None:
+        """The first weights entry; None for a card without published weights."""
+        return self.weights[0] if self.weights else None
 
     def weight_names(self) -> list[str]:
         return [w.name for w in self.weights]
 
     def get_weights(self, name: str | None = None) -> Weights:
         """The entry called ``name`` (case-insensitive); None or 'default' -> the default entry."""
-        if name is None or name == "default":
+        if (name is None or name == "default") and self.weights:
             return self.weights[0]
         for entry in self.weights:
-            if entry.name == name or entry.name.lower() == name.lower():
+            if entry.name == name or entry.name.lower() == str(name).lower():
                 return entry
+        if not self.weights:
+            raise ValueError(f"model {self.name} has no published weights; give a checkpoint file or 'random'")
         raise ValueError(f"model {self.name} has no weights {name!r}; "
                          f"valid: {', '.join(self.weight_names())} (first is the default)")
+
+    def preprocess_for(self, entry: Weights | None) -> Preprocess:
+        """The preprocessing for ``entry``; user checkpoints and random init use the default entry's."""
+        if entry is not None:
+            return entry.preprocess
+        if self.weights:
+            return self.weights[0].preprocess
+        assert self.preprocess is not None  # guaranteed by __post_init__
+        return self.preprocess
+
+    def categories_for(self, entry: Weights | None) -> tuple[str, ...] | None:
+        """The class names for ``entry`` (as ``preprocess_for``)."""
+        if entry is not None:
+            return entry.categories
+        if self.weights:
+            return self.weights[0].categories
+        return self.categories
 
 
 _REGISTRY: dict[str, ModelCard] = {}
@@ -118,6 +160,31 @@ def register_model(fn: Callable[[], ModelCard]) -> Callable[[], ModelCard]:
         raise ValueError(f"model {card.name!r} is already registered")
     _REGISTRY[card.name] = card
     return fn
+
+
+# Functions that recognise a checkpoint file carrying its own architecture (e.g. a PySlowFast .pyth with its
+# cfg) and return an ad-hoc card for it, or None. Registered by model families at import time.
+_CHECKPOINT_INSPECTORS: list[Callable[[Path], ModelCard | None]] = []
+
+
+def register_checkpoint_inspector(fn: Callable[[Path], ModelCard | None]) -> Callable[[Path], ModelCard | None]:
+    """Decorator: ``fn(path)`` returns a card for a checkpoint that names its own architecture, else None.
+    It must be cheap for files it does not recognise and must never run code from the file."""
+    _CHECKPOINT_INSPECTORS.append(fn)
+    return fn
+
+
+def card_from_checkpoint(path: str | Path) -> ModelCard | None:
+    """The ad-hoc card of a checkpoint that carries its architecture (first inspector that knows it), else None."""
+    _ensure_loaded()
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return None
+    for inspector in _CHECKPOINT_INSPECTORS:
+        card = inspector(path)
+        if card is not None:
+            return card
+    return None
 
 
 def _ensure_loaded() -> None:

@@ -4,18 +4,30 @@ A `SamplingSpec` says how a model wants to see a video; `plan` turns it plus a v
 duration into clips, each a list of sample times in seconds. The decoder later returns,
 for each sample time, the frame on screen at that time (presentation timestamps, so
 variable frame rate videos sample correctly).
+
+Besides vidvec's own time-grid sampling (``rule="uniform"``) two rules reproduce PySlowFast's test-time
+frame choice exactly (see :mod:`vidvec.models.pyslowfast.preprocessing`): ``"pyslowfast"`` (Kinetics-style
+datasets: clips picked by frame index from the container's frame count and duration header) and ``"ssv2"``
+(Something-Something v2: frames extracted with ``ffmpeg -r 30``, one frame per segment). They work on frame
+indices and turn each chosen frame i into a sample time inside that frame (``(i + 0.5) / fps``), which the
+decoder maps back to exactly frame i.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
-from typing import Literal
+from dataclasses import asdict, dataclass, fields, replace
+from fractions import Fraction
+from typing import Any, Literal
 
 import numpy as np
 
 Kind = Literal["frames", "windows", "views"]
+Rule = Literal["uniform", "pyslowfast", "pyslowfast_offset", "ssv2", "charades"]
 _EPS = 1e-6
+# Fields added after the first release: to_dict() lists them only when they differ from their defaults, so the
+# settings hash of a spec that does not use them is what it was before they existed.
+_NEW_FIELDS = ("rule", "sampling_rate")
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,21 @@ class SamplingSpec:
     - ``views``: ``views`` clips of ``clip_len`` frames at ``fps`` spread uniformly over the
       video (first clip at the start, last at the end; one view sits in the middle).
     ``crops`` is 1 (centre) or 3 (left/centre/right, or top/centre/bottom for portrait).
+
+    ``rule`` picks how ``views`` clips are placed (only ``kind="views"`` takes a rule other than uniform):
+
+    - ``uniform``: the above, on a time grid at ``fps``.
+    - ``pyslowfast``: PySlowFast's Kinetics test sampling. ``fps`` is DATA.TARGET_FPS, ``clip_len``
+      DATA.NUM_FRAMES, ``sampling_rate`` DATA.SAMPLING_RATE, ``views`` TEST.NUM_ENSEMBLE_VIEWS: view k decodes
+      the window starting at frame max(L - W, 0) * k / views of the L frames the header counts and takes
+      ``clip_len`` frames at linspace(0, C - 1) in it, C = sampling_rate * clip_len / fps * video fps.
+    - ``pyslowfast_offset``: the same with DATA.USE_OFFSET_SAMPLING: window k starts at
+      k * floor((L - W) / (views - 1)) (a single view at floor((L - W) / 2)).
+    - ``ssv2``: PySlowFast's Something-Something v2 sampling: the video resampled to ``fps`` the way
+      ``ffmpeg -r`` does, cut into ``clip_len`` equal segments, the middle frame of each (one view).
+    - ``charades``: PySlowFast's Charades sampling: the video resampled to ``fps`` (Charades' frames are
+      24 fps), view k starts at round(k * max(L - span, 0) / (views - 1)), span = (clip_len - 1) *
+      sampling_rate + 1, and takes every ``sampling_rate``-th frame.
     """
 
     kind: Kind = "frames"
@@ -37,6 +64,8 @@ class SamplingSpec:
     stride_seconds: float | None = None
     views: int = 1
     crops: int = 1
+    rule: Rule = "uniform"
+    sampling_rate: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in ("frames", "windows", "views"):
@@ -55,12 +84,29 @@ class SamplingSpec:
             raise ValueError(f"views must be at least 1, not {self.views}")
         if self.crops not in (1, 3):
             raise ValueError(f"crops must be 1 or 3, not {self.crops}")
+        if self.rule not in ("uniform", "pyslowfast", "pyslowfast_offset", "ssv2", "charades"):
+            raise ValueError("sampling rule must be uniform, pyslowfast, pyslowfast_offset, ssv2 or charades, "
+                             f"not {self.rule!r}")
+        if not isinstance(self.sampling_rate, int) or self.sampling_rate < 1:
+            raise ValueError(f"sampling rate must be a whole number of frames >= 1, not {self.sampling_rate!r}")
+        if self.rule in ("uniform", "ssv2") and self.sampling_rate != 1:
+            raise ValueError(f"sampling_rate is not used by the {self.rule} rule; set fps instead")
+        if self.rule != "uniform":
+            if self.kind != "views":
+                raise ValueError(f"the {self.rule} rule places views: use kind='views'")
+            if self.fps is None:
+                raise ValueError(f"the {self.rule} rule needs fps (PySlowFast's DATA.TARGET_FPS)")
+        if self.rule == "ssv2" and self.views != 1:
+            raise ValueError("the ssv2 rule takes one clip per video (its test views are all the same clip)")
 
     def with_overrides(self, **overrides: object) -> "SamplingSpec":
         """A copy with the given fields replaced; None values leave a field as it is."""
         changes = {k: v for k, v in overrides.items() if v is not None}
         if changes.get("clip_len", 1) > 1 and self.kind == "frames" and "kind" not in changes:
             changes["kind"] = "windows"
+        if changes.get("kind", self.kind) != self.kind and "rule" not in changes:
+            # Another kind of sampling is vidvec's own: a PySlowFast rule only places views.
+            changes.update(rule="uniform", sampling_rate=1)
         if "stride_seconds" in changes:
             changes.setdefault("stride", None)
         elif "stride" in changes:
@@ -68,10 +114,23 @@ class SamplingSpec:
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        for name in _NEW_FIELDS:
+            if out[name] == _DEFAULTS[name]:
+                del out[name]
+        return out
 
     def describe(self) -> str:
         fps = f"{self.fps:g} fps" if self.fps else "native fps"
+        crops = f" x {self.crops} crops" if self.crops > 1 else ""
+        if self.rule in ("pyslowfast", "pyslowfast_offset"):
+            return (f"PySlowFast test sampling: {self.views} views of {self.clip_len} frames, every "
+                    f"{self.sampling_rate} at {fps}" + crops)
+        if self.rule == "charades":
+            return (f"PySlowFast Charades sampling: {self.views} views of {self.clip_len} frames, every "
+                    f"{self.sampling_rate} at {fps}" + crops)
+        if self.rule == "ssv2":
+            return f"PySlowFast SSv2 sampling: {self.clip_len} segments of the video at {fps}" + crops
         if self.kind == "frames":
             text = f"frames at {fps}"
         elif self.kind == "windows":
@@ -79,7 +138,42 @@ class SamplingSpec:
             text = f"windows of {self.clip_len} frames at {fps}, stride {step}"
         else:
             text = f"{self.views} views of {self.clip_len} frames at {fps}"
-        return text + (f" x {self.crops} crops" if self.crops > 1 else "")
+        return text + crops
+
+
+_DEFAULTS = {f.name: f.default for f in fields(SamplingSpec)}
+
+
+@dataclass(frozen=True)
+class StreamTiming:
+    """A video stream's header values, exact, as PySlowFast reads them (the frame-index rules need them).
+
+    ``num_frames``: the container's frame count (PySlowFast's video length); ``frame_rate``: the average
+    rate; ``time_base``: seconds per tick; ``duration``: the stream duration in ticks; ``start``: the pts of
+    the first frame, in ticks (times in vidvec are relative to it; PySlowFast's pts are absolute).
+    """
+
+    num_frames: int | None
+    frame_rate: Fraction | None
+    time_base: Fraction | None = None
+    duration: int | None = None
+    start: int = 0
+
+    @classmethod
+    def from_info(cls, info: Any) -> "StreamTiming":
+        """From a :class:`vidvec.decode.VideoInfo` (fields it lacks count as unknown)."""
+        def frac(value: Any) -> Fraction | None:
+            if value is None:
+                return None
+            if isinstance(value, (tuple, list)):
+                return Fraction(int(value[0]), int(value[1])) if value[1] else None
+            return Fraction(value)
+
+        rate = frac(getattr(info, "frame_rate", None)) or Fraction(info.fps).limit_denominator(1_000_000)
+        return cls(num_frames=getattr(info, "num_frames", None), frame_rate=rate,
+                   time_base=frac(getattr(info, "time_base", None)),
+                   duration=getattr(info, "stream_duration", None),
+                   start=int(getattr(info, "start_pts", None) or 0))
 
 
 @dataclass(frozen=True)
@@ -99,12 +193,17 @@ def plan(
     native_fps: float,
     start: float = 0.0,
     end: float | None = None,
+    timing: StreamTiming | None = None,
 ) -> list[ClipPlan]:
     """Cut ``[start, end)`` of a video of ``duration`` seconds into clips.
 
     A span shorter than one clip gives one clip whose missing frames repeat the last frame
     (``padded=True``); an empty span (or an unknown frame rate) raises ``ValueError``.
+    ``timing`` (the stream's header values) is used by the pyslowfast and ssv2 rules; without it they
+    assume ``round(duration * native_fps)`` frames and PySlowFast's decode-everything path.
     """
+    if spec.rule != "uniform":
+        return _plan_by_index(spec, duration, native_fps, start, end, timing)
     fps = spec.fps or native_fps
     if not fps or not math.isfinite(fps) or fps <= 0:
         raise ValueError("the video has no usable frame rate")
@@ -137,3 +236,180 @@ def plan(
     else:
         starts = [t0 + slack * i / (spec.views - 1) for i in range(spec.views)]
     return [clip(i, s) for i, s in enumerate(starts)]
+
+
+# -- PySlowFast's frame-index rules -------------------------------------------------------------------------
+
+def _frame_time(index: int, fps: float) -> float:
+    """A sample time inside frame ``index`` of a constant-rate video: its middle, never a boundary, so the
+    decoder's "frame on screen at t" is frame ``index`` even when timestamps are rounded or jitter."""
+    return (index + 0.5) / fps
+
+
+def _torch_linspace_indices(start: float, end: float, steps: int, count: int) -> list[int]:
+    """PySlowFast's ``temporal_sampling`` index: float32 ``torch.linspace(start, end, steps)``, clamped to
+    [0, count - 1], truncated by ``.long()`` (torch itself, so float32 rounding matches to the bit)."""
+    import torch  # local: the rest of this module is plain arithmetic
+
+    index = torch.linspace(start, end, steps)
+    return torch.clamp(index, 0, count - 1).long().tolist()
+
+
+def _start_index(delta: float, clip_index: int, num_clips: int, use_offset: bool) -> float:
+    """``get_start_end_idx``'s start for a test clip (delta = max(video_size - clip_size, 0))."""
+    if not use_offset:
+        return delta * clip_index / num_clips
+    if num_clips == 1:
+        return math.floor(delta / 2)
+    return clip_index * math.floor(delta / (num_clips - 1))
+
+
+def pyslowfast_window(num_frames: int, duration_ticks: int, frame_ticks: Fraction, start_ticks: int,
+                      window: float, clip_index: int, num_clips: int,
+                      use_offset: bool = False) -> tuple[int, int]:
+    """First and last frame index PySlowFast's pyav ``pyav_decode`` returns for one test clip.
+
+    It places a window of ``window`` frames at ``get_start_end_idx(num_frames, window, k, num_clips)``, turns
+    its ends into pts with ``int(idx * duration / num_frames)``, and keeps the frames with
+    start_pts <= pts <= end_pts plus the first frame after end_pts (``buffer_size=0`` still keeps one).
+    Frame i has pts ``start_ticks + i * frame_ticks`` (constant frame rate).
+    """
+    delta = max(num_frames - window, 0)
+    start_idx = _start_index(delta, clip_index, num_clips, use_offset)
+    end_idx = start_idx + window - 1
+    per_frame = duration_ticks / num_frames  # PySlowFast's "timebase": ticks per frame from the header
+    start_pts, end_pts = int(start_idx * per_frame), int(end_idx * per_frame)
+    first = max(0, math.ceil(Fraction(start_pts - start_ticks) / frame_ticks))
+    last_inside = math.floor(Fraction(end_pts - start_ticks) / frame_ticks)
+    last = min(last_inside + 1, num_frames - 1)
+    first = min(first, num_frames - 1)
+    return first, max(first, last)
+
+
+def pyslowfast_clip_indices(spec: SamplingSpec, num_frames: int, fps: float,
+                            header: tuple[int, Fraction, int] | None) -> list[list[int]]:
+    """Frame indices (in decoding order) of each of PySlowFast's ``spec.views`` test clips.
+
+    ``header`` is (duration in ticks, ticks per frame, first pts) for the selective-decoding path; None
+    takes PySlowFast's decode-the-whole-video path (a stream without a duration header).
+    """
+    r, t, target = spec.sampling_rate, spec.clip_len, spec.fps
+    assert target is not None
+    use_offset = spec.rule == "pyslowfast_offset"
+    clip_size = max(1.0, r * t / target * fps)  # PySlowFast's left-to-right float64 evaluation
+    clips = []
+    for k in range(spec.views):
+        if header is None:
+            start_idx = _start_index(max(num_frames - clip_size, 0), k, spec.views, use_offset)
+            clips.append(_torch_linspace_indices(start_idx, start_idx + clip_size - 1, t, num_frames))
+            continue
+        duration_ticks, frame_ticks, start_ticks = header
+        window = max(1.0, float(math.ceil(r * (t - 1) / target * fps)))
+        first, last = pyslowfast_window(num_frames, duration_ticks, frame_ticks, start_ticks, window, k,
+                                        spec.views, use_offset)
+        inner = _torch_linspace_indices(0.0, 0.0 + clip_size - 1, t, last - first + 1)
+        clips.append([first + i for i in inner])
+    return clips
+
+
+def _lrint(x: float) -> int:
+    """C's lrint under the default rounding mode: halves go to the even neighbour (as Python's round)."""
+    return int(round(x))
+
+
+def ffmpeg_rate_frames(num_frames: int, fps: float, out_fps: float) -> list[int]:
+    """Which source frame each output frame of ``ffmpeg -i VIDEO -r out_fps`` shows (image sequence output).
+
+    Models ffmpeg 5.1's constant-frame-rate conversion (``do_video_out`` with vsync cfr, no filters): frame i
+    of a constant-rate input sits at i * out_fps / fps output ticks with a duration of lrint(out_fps / fps)
+    ticks; a frame is dropped when it falls more than 1.1 ticks behind, repeated when it covers more than
+    1.1 ticks. Verified frame by frame against ffmpeg 5.1's jpgs for 19.62 and 30 fps inputs.
+    """
+    step = out_fps / fps
+    nominal = _lrint(step)
+    base = float(nominal) if nominal > 0 else min(step, 1.0)
+    out: list[int] = []
+    sync = 0
+    for i in range(num_frames):
+        delta0 = i * step - sync
+        duration = base
+        delta = delta0 + duration
+        if delta0 < 0 < delta:
+            duration += delta0
+            delta0 = 0.0
+        count, repeat_previous = 1, 0
+        if delta < -1.1:
+            count = 0
+        elif delta > 1.1:
+            count = _lrint(delta)
+            if delta0 > 1.1:
+                repeat_previous = min(_lrint(delta0 - 0.6), count)
+        for j in range(count):
+            out.append(i - 1 if j < repeat_previous and i > 0 else i)
+        sync += count
+    return out
+
+
+def ssv2_segment_positions(length: int, num_samples: int) -> list[int]:
+    """PySlowFast's ``Ssv2.get_seq_frames`` at test time: ``num_samples`` segments of (length - 1) / n frames,
+    the middle of each as (round(seg * k) + round(seg * (k + 1))) // 2 with numpy's half-to-even rounding."""
+    seg = float(length - 1) / num_samples
+    return [(int(np.round(seg * k)) + int(np.round(seg * (k + 1)))) // 2 for k in range(num_samples)]
+
+
+def charades_clip_positions(length: int, num_samples: int, sampling_rate: int, num_clips: int) -> list[list[int]]:
+    """PySlowFast's ``Charades.get_seq_frames`` at test time, for every clip: positions in the frame list."""
+    span = (num_samples - 1) * sampling_rate + 1
+    gap = float(max(length - span, 0)) / (num_clips - 1) if num_clips > 1 else 0.0
+    clips = []
+    for k in range(num_clips):
+        start = int(round(gap * k))
+        clips.append([max(min(start + i * sampling_rate, length - 1), 0) for i in range(num_samples)])
+    return clips
+
+
+def _plan_by_index(spec: SamplingSpec, duration: float, native_fps: float, start: float,
+                   end: float | None, timing: StreamTiming | None) -> list[ClipPlan]:
+    rate = timing.frame_rate if timing and timing.frame_rate else None
+    fps = float(rate) if rate else native_fps
+    if not fps or not math.isfinite(fps) or fps <= 0:
+        raise ValueError("the video has no usable frame rate")
+    header_frames = timing.num_frames if timing and timing.num_frames and timing.num_frames > 0 else None
+    total = header_frames or max(1, int(round(duration * fps)))
+    # A span is a shorter video made of the frames that start inside it.
+    t0 = max(0.0, start or 0.0)
+    t1 = duration if end is None else min(end, duration)
+    if not t1 > t0:
+        raise ValueError(f"nothing to sample: span {t0:.3f}-{t1:.3f} s of a {duration:.3f} s video")
+    f0 = min(total, max(0, math.ceil(t0 * fps - 1e-6)))
+    f1 = min(total, max(f0, math.ceil(t1 * fps - 1e-6)))
+    if f1 <= f0:
+        raise ValueError(f"nothing to sample: no frame starts in {t0:.3f}-{t1:.3f} s")
+    count = f1 - f0
+    whole = f0 == 0 and f1 == total
+
+    if spec.rule in ("pyslowfast", "pyslowfast_offset"):
+        header = None
+        if (whole and header_frames and timing and timing.duration and timing.duration > 0
+                and timing.time_base and rate):
+            header = (int(timing.duration), 1 / (rate * timing.time_base), int(timing.start))
+        clips = pyslowfast_clip_indices(spec, count, fps, header)
+        window = max(1.0, float(math.ceil(spec.sampling_rate * (spec.clip_len - 1) / spec.fps * fps)))
+        padded = count < (window if header else max(1.0, spec.sampling_rate * spec.clip_len / spec.fps * fps))
+    else:  # ssv2, charades: a frame list made at a fixed rate
+        resampled = ffmpeg_rate_frames(count, fps, float(spec.fps))
+        if not resampled:
+            raise ValueError("the video resampled to the target rate has no frames")
+        if spec.rule == "ssv2":
+            positions = [ssv2_segment_positions(len(resampled), spec.clip_len)]
+            padded = len(resampled) < spec.clip_len
+        else:
+            positions = charades_clip_positions(len(resampled), spec.clip_len, spec.sampling_rate, spec.views)
+            padded = len(resampled) < (spec.clip_len - 1) * spec.sampling_rate + 1
+        clips = [[resampled[p] for p in pos] for pos in positions]
+    plans = []
+    for k, indices in enumerate(clips):
+        frames = [f0 + i for i in indices]
+        plans.append(ClipPlan(k, tuple(_frame_time(i, fps) for i in frames), min(frames) / fps,
+                              min((max(frames) + 1) / fps, t1), bool(padded)))
+    return plans

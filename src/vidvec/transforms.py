@@ -1,17 +1,24 @@
 """A model's preprocessing: resize, crop, normalise.
 
-The resize happens in the decoder (frames shrink before anything holds them); cropping runs
+The resize happens in the decoder (frames shrink before anything holds them), or, where a model needs
+its training code's exact pixels, in torch right after decoding (``resize_backend="torch"``); cropping runs
 in the decode workers on uint8 frames; normalisation runs on the model's device, on the batch,
 so workers ship uint8 (4x less to move than float32).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+# Fields added after the first release: to_dict() lists them only when they differ from their defaults, so the
+# settings hash of a preprocessing that does not use them is what it was before they existed.
+_NEW_FIELDS = ("layout", "single_crop", "resize_backend")
 
 
 @dataclass(frozen=True)
@@ -19,7 +26,14 @@ class Preprocess:
     """resize: ``(s,)`` scales the short side to s; ``(h, w)`` resizes to exactly h x w.
     crop: ``(h, w)`` taken from the centre (or 3 crops along the long side).
     Pixels are divided by ``scale`` and then normalised with ``mean``/``std`` per channel,
-    in ``channel_order`` (the model's, after any RGB to BGR swap)."""
+    in ``channel_order`` (the model's, after any RGB to BGR swap).
+
+    ``layout="pyslowfast"`` follows PySlowFast's geometry: the long side becomes floor(long / short * s) and
+    crops sit at ceil((dim - crop) / 2) (vidvec's own layout rounds the long side and floors the offset).
+    ``single_crop`` is the position (0 left/top, 1 centre, 2 right/bottom) one crop takes.
+    ``resize_backend="torch"``: frames are decoded at their own size and resized with torch's
+    ``interpolate`` (``interpolation`` mode, align_corners=False, no antialias) on float pixels, rounded
+    back to uint8, as PySlowFast does, instead of by the decoder's swscale."""
 
     resize: tuple[int, ...]
     crop: tuple[int, int]
@@ -28,28 +42,73 @@ class Preprocess:
     channel_order: Literal["RGB", "BGR"] = "RGB"
     scale: float = 255.0
     interpolation: str = "bilinear"
+    layout: Literal["vidvec", "pyslowfast"] = "vidvec"
+    single_crop: int = 1
+    resize_backend: Literal["decoder", "torch"] = "decoder"
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("vidvec", "pyslowfast"):
+            raise ValueError(f"layout must be vidvec or pyslowfast, not {self.layout!r}")
+        if self.single_crop not in (0, 1, 2):
+            raise ValueError(f"single_crop must be 0, 1 or 2, not {self.single_crop!r}")
+        if self.resize_backend not in ("decoder", "torch"):
+            raise ValueError(f"resize_backend must be decoder or torch, not {self.resize_backend!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        for name in _NEW_FIELDS:
+            if out[name] == _DEFAULTS[name]:
+                del out[name]
+        return out
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) a frame of height x width has after the resize step."""
         if len(self.resize) == 2:
             return int(self.resize[0]), int(self.resize[1])
         short = int(self.resize[0])
+        if self.layout == "pyslowfast":
+            # random_short_side_scale_jitter: nothing to do when the short side is already s; otherwise
+            # floor((float(long) / short) * s), evaluated in that order.
+            if (width <= height and width == short) or (height <= width and height == short):
+                return height, width
+            if width < height:
+                return int(math.floor((float(height) / width) * short)), short
+            return short, int(math.floor((float(width) / height) * short))
         if height <= width:
             return short, max(1, int(round(width * short / height)))
         return max(1, int(round(height * short / width))), short
 
+    @property
+    def decoder_size(self) -> Callable[[int, int], tuple[int, int]] | None:
+        """The ``size`` to give :class:`vidvec.decode.VideoDecoder`: the resize, unless torch does it."""
+        return self.resized_size if self.resize_backend == "decoder" else None
+
+    def resize_frames(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 (..., H, W, 3) at decoded size -> uint8 (..., h, w, 3) resized by torch (``resize_backend``
+        "torch"); unchanged when the size is already right."""
+        height, width = frames.shape[-3], frames.shape[-2]
+        size = self.resized_size(height, width)
+        if size == (height, width):
+            return frames
+        x = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, height, width, 3)
+        x = x.permute(0, 3, 1, 2).to(torch.float32)
+        y = F.interpolate(x, size=size, mode=self.interpolation, align_corners=False)
+        y = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        return y.reshape(*frames.shape[:-3], *size, 3).numpy()
+
     def crop_boxes(self, height: int, width: int, crops: int) -> list[tuple[int, int, int, int]]:
-        """(top, left, h, w) of each crop in a frame of height x width: centre, or 3 along the long side."""
+        """(top, left, h, w) of each crop in a frame of height x width: one (centre unless ``single_crop``
+        says otherwise), or 3 along the long side."""
         ch, cw = min(self.crop[0], height), min(self.crop[1], width)
-        top, left = (height - ch) // 2, (width - cw) // 2
-        if crops == 1:
-            return [(top, left, ch, cw)]
-        if width >= height:
-            return [(top, 0, ch, cw), (top, left, ch, cw), (top, width - cw, ch, cw)]
-        return [(0, left, ch, cw), (top, left, ch, cw), (height - ch, left, ch, cw)]
+        if self.layout == "pyslowfast":
+            top, left = int(math.ceil((height - ch) / 2)), int(math.ceil((width - cw) / 2))
+        else:
+            top, left = (height - ch) // 2, (width - cw) // 2
+        if height > width:  # portrait: top/centre/bottom; landscape and square: left/centre/right
+            boxes = [(0, left, ch, cw), (top, left, ch, cw), (height - ch, left, ch, cw)]
+        else:
+            boxes = [(top, 0, ch, cw), (top, left, ch, cw), (top, width - cw, ch, cw)]
+        return [boxes[self.single_crop]] if crops == 1 else boxes
 
     def crop_frames(self, frames: np.ndarray, crops: int = 1) -> list[np.ndarray]:
         """uint8 (T, H, W, 3) -> one contiguous uint8 (T, h, w, 3) array per crop, padded if smaller."""
@@ -77,3 +136,6 @@ class Preprocess:
         else:
             x = x.reshape(-1, *x.shape[2:]).permute(0, 3, 1, 2)
         return x.contiguous().to(dtype)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(Preprocess)}

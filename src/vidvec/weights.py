@@ -1,8 +1,10 @@
 """Finding, downloading, verifying and loading model weights.
 
 Checkpoints are cached under ``$VIDVEC_HOME/checkpoints`` (default ``~/.cache/vidvec``). Downloads are
-atomic and hash-checked; ``VIDVEC_OFFLINE=1`` forbids them. Checkpoints are only ever read with
-``torch.load(weights_only=True)``: a file that would need arbitrary unpickling is refused.
+atomic and hash-checked; ``VIDVEC_OFFLINE=1`` forbids them. An entry without a published sha256 is hashed on
+first download (trust on first use): the digest goes to ``<file>.sha256`` beside it and every later load is
+checked against that. Checkpoints are only ever read with ``torch.load(weights_only=True)`` or a card's own
+``read_checkpoint`` (e.g. PySlowFast's restricted Caffe2 unpickler): no code in a checkpoint ever runs.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from pathlib import Path
 import torch
 
 from vidvec.models.base import FeatureModel
-from vidvec.registry import ModelCard, Weights, get_card
+from vidvec.registry import ModelCard, Weights, card_from_checkpoint, get_card
 from vidvec.transforms import Preprocess
+
+DEFAULT_MODEL = "efficientnet_lite0"
 
 _CHUNK = 1 << 20
 _CONTAINER_KEYS = ("state_dict", "model_state", "model")
@@ -64,11 +68,59 @@ def sha256_file(path: str | os.PathLike) -> str:
     return _HASHES[key]
 
 
-def _verified(entry: Weights, path: Path) -> Path:
+def sidecar_path(path: Path) -> Path:
+    """Where the sha256 recorded on first download of an entry without a published hash is kept."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _read_sidecar(path: Path) -> str | None:
+    try:
+        text = sidecar_path(path).read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    digest = text[0].lower() if text else ""
+    return digest if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) else None
+
+
+def _write_sidecar(path: Path, digest: str) -> None:
+    """Record ``digest`` for ``path`` (atomically, sha256sum's format: '<hex>  <name>')."""
+    side = sidecar_path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".part", dir=side.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(f"{digest}  {path.name}\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, side)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+def recorded_sha256(entry: Weights, path: Path | None = None) -> str | None:
+    """The sha256 an entry's file must have: the published one, else the one recorded on first download."""
+    if entry.sha256 is not None:
+        return entry.sha256
+    return _read_sidecar(path if path is not None else checkpoint_path(entry))
+
+
+def _verified(entry: Weights, path: Path, cached: bool = False) -> Path:
     digest = sha256_file(path)
     if not entry.matches_sha256(digest):
         raise WeightsError(f"{path} has sha256 {digest[:16]}..., expected {entry.sha256} for {entry.name}; "
                            f"delete it and fetch it again")
+    if entry.sha256 is None and cached:
+        # No published hash: trust on first use. The first time vidvec sees the file its digest is
+        # recorded beside it; from then on the file must keep it.
+        recorded = _read_sidecar(path)
+        if recorded is None:
+            try:
+                _write_sidecar(path, digest)
+            except OSError:  # a read-only cache still works, just without the record
+                pass
+        elif recorded != digest:
+            raise WeightsError(f"{path} has sha256 {digest[:16]}... but {recorded[:16]}... was recorded when it "
+                               f"was downloaded ({sidecar_path(path).name}); the file changed: delete both and "
+                               f"fetch it again")
     return path
 
 
@@ -150,14 +202,19 @@ def fetch(entry: Weights, progress: Callable[[int, int], None] | None = None) ->
     assert entry.url is not None  # Weights guarantees a url or a package_file
     path = checkpoint_path(entry)
     if path.is_file():
-        return _verified(entry, path)
-    hub = _torch_hub_copy(entry)
+        return _verified(entry, path, cached=True)
+    # torch.hub's copy is only reused when a published hash proves it is the same file: without one a file
+    # of the same name could be another checkpoint (PyTorchVideo's hub and PySlowFast share file names).
+    hub = _torch_hub_copy(entry) if entry.sha256 is not None else None
     if hub is not None and entry.matches_sha256(sha256_file(hub)):
         return hub
     if _offline():
         raise WeightsError(f"{path} is missing and VIDVEC_OFFLINE=1 forbids downloading; "
                            f"download {entry.url} and put it at {path}")
-    return download(entry.url, path, entry.sha256, progress)
+    download(entry.url, path, entry.sha256, progress)
+    if entry.sha256 is None:
+        _write_sidecar(path, sha256_file(path))
+    return path
 
 
 def _looks_like_path(text: str) -> bool:
@@ -172,12 +229,16 @@ def resolve(card: ModelCard, weights: str | os.PathLike | None,
     an existing file -> (the entry whose file it is, by name and sha256, else None; the path).
     Entries' files are fetched (see ``fetch``) so the returned path exists.
     """
-    if weights is None or weights == "default":
-        entry = card.default_weights
-        return entry, fetch(entry, progress)
-    text = os.fspath(weights)
+    text = os.fspath(weights) if weights is not None else None
     if text == "random":
         return None, None
+    if weights is None or text == "default":
+        entry = card.default_weights
+        if entry is None:
+            raise WeightsError(f"model {card.name} has no published weights; give --weights PATH (a checkpoint "
+                               f"for it) or --weights random")
+        return entry, fetch(entry, progress)
+    assert text is not None
     if not isinstance(weights, os.PathLike):
         for entry in card.weights:
             if text.lower() == entry.name.lower():
@@ -186,15 +247,19 @@ def resolve(card: ModelCard, weights: str | os.PathLike | None,
     if path.is_file():
         digest = sha256_file(path)
         for entry in card.weights:
-            if entry.sha256 is not None and path.name == entry.file_name and entry.matches_sha256(digest):
+            if path.name != entry.file_name:
+                continue
+            expected = entry.sha256 if entry.sha256 is not None or entry.url is None else recorded_sha256(entry)
+            if expected is not None and digest.startswith(expected):
                 return entry, path
         return None, path
     if path.exists():
         raise WeightsError(f"weights path is not a file: {path}")
     if isinstance(weights, os.PathLike) or _looks_like_path(text):
         raise WeightsError(f"weights file not found: {path}")
+    valid = ", ".join(card.weight_names() + ["default"]) + ", " if card.weights else ""
     raise WeightsError(f"model {card.name} has no weights {text!r} and no such file exists; valid: "
-                       f"{', '.join(card.weight_names())}, default, random, or a checkpoint path")
+                       f"{valid}random, or a checkpoint path")
 
 
 def _unwrap(obj: object) -> object:
@@ -271,20 +336,60 @@ class LoadedModel:
     categories: tuple[str, ...] | None
 
 
-def load_model(name: str, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+def load_model(name: str | None, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32,
                progress: Callable[[int, int], None] | None = None) -> LoadedModel:
-    """Build a registered model and load its weights (see ``resolve`` for what ``weights`` may be)."""
-    card = get_card(name)
+    """Build a registered model and load its weights (see ``resolve`` for what ``weights`` may be).
+
+    ``name`` None: the architecture a checkpoint file ``weights`` names itself (e.g. the cfg a PySlowFast
+    ``.pyth`` embeds, see ``registry.card_from_checkpoint``), else :data:`DEFAULT_MODEL`.
+    """
+    card = _card_for(name, weights)
     entry, path = resolve(card, weights, progress)
     # User checkpoints and random init use the default entry's preprocessing and categories.
-    reference = entry or card.default_weights
-    num_classes = len(reference.categories) if reference.categories else None
+    preprocess, categories = card.preprocess_for(entry), card.categories_for(entry)
+    num_classes = len(categories) if categories else None
     module = card.build(num_classes=num_classes)
     digest = "random"
     if path is not None:
-        load_into(module, load_state_dict(path), str(path))
+        _load_checkpoint_into(card, module, path)
         digest = sha256_file(path)
     module = module.to(device=device, dtype=dtype).eval()
     return LoadedModel(module=module, card=card, weights=entry, weights_path=path, weights_sha256=digest,
-                       preprocess=reference.preprocess, categories=reference.categories)
+                       preprocess=preprocess, categories=categories)
+
+
+def _card_for(name: str | None, weights: str | os.PathLike | None) -> ModelCard:
+    if name is not None:
+        return get_card(name)
+    if weights is not None and os.fspath(weights) not in ("random", "default"):
+        path = Path(os.fspath(weights)).expanduser()
+        if path.is_file():
+            try:
+                card = card_from_checkpoint(path)
+            except ValueError as exc:  # a checkpoint that names an architecture vidvec cannot build
+                raise WeightsError(str(exc)) from exc
+            if card is not None:
+                return card
+    return get_card(DEFAULT_MODEL)
+
+
+def _load_checkpoint_into(card: ModelCard, module: torch.nn.Module, path: Path) -> None:
+    """Read ``path`` with the card's reader (default: ``load_state_dict``) and load it strictly; every failure
+    is one WeightsError."""
+    reader = card.read_checkpoint or load_state_dict
+    loader = card.load_state or load_into
+    try:
+        state = reader(path)
+    except WeightsError:
+        raise
+    except FileNotFoundError as exc:
+        raise WeightsError(f"weights file not found: {path}") from exc
+    except Exception as exc:  # the family's reader words its own errors (unsafe pickle, not a checkpoint, ...)
+        raise WeightsError(f"cannot read {path} for {card.name}: {exc}") from exc
+    try:
+        loader(module, state, str(path))
+    except WeightsError:
+        raise
+    except Exception as exc:  # e.g. pyslowfast's CheckpointError, which lists missing/unexpected keys
+        raise WeightsError(str(exc)) from exc

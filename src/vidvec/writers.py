@@ -24,6 +24,12 @@ import numpy as np
 # tests, downstream users) shouldn't pay for importing it.
 
 FORMATS = ("npz", "npy", "pt")
+# Where files go: "vidvec" (OUT/<key>.<format> with every array and the provenance) or "pyslowfast"
+# (<video folder>/output_vecs/output_latent_vec_<video stem>.npy holding only the video vector, shape (D,),
+# the layout PySlowFast latent-vector scripts read).
+LAYOUTS = ("vidvec", "pyslowfast")
+PYSLOWFAST_DIR = "output_vecs"
+PYSLOWFAST_PREFIX = "output_latent_vec_"
 TEMP_MARK = ".vidvec-tmp"
 # Arrays that hold model outputs: these follow ``out_dtype``. Timestamps never do (float16
 # cannot even represent 2049.0 s exactly); scores/indices/flags keep their own dtype.
@@ -45,6 +51,39 @@ def output_path(out_dir: Path, source_key: str, fmt: str, explicit: Path | None 
         return path if path.suffix.lower() == suffix else path.with_name(path.name + suffix)
     # String concat, not with_suffix: keys may contain dots ("x.mp4" after a key clash).
     return Path(out_dir) / f"{source_key}{suffix}"
+
+
+def pyslowfast_path(video: Path, name: str | None = None) -> Path:
+    """``<video folder>/output_vecs/output_latent_vec_<name>.npy``; ``name`` defaults to the video's stem."""
+    video = Path(video)
+    return video.parent / PYSLOWFAST_DIR / f"{PYSLOWFAST_PREFIX}{name if name is not None else video.stem}.npy"
+
+
+def pyslowfast_paths(videos: list[Path]) -> list[Path]:
+    """`pyslowfast_path` of each video; videos in one folder that share a stem (``x.mp4``, ``x.avi``) keep
+    their extension instead (``output_latent_vec_x.mp4.npy``) so that none overwrites another."""
+    seen: dict[tuple[Path, str], int] = {}
+    for video in videos:
+        key = (Path(video).parent.resolve(), Path(video).stem)
+        seen[key] = seen.get(key, 0) + 1
+    return [pyslowfast_path(v, Path(v).name if seen[(Path(v).parent.resolve(), Path(v).stem)] > 1 else None)
+            for v in videos]
+
+
+def write_latent_vector(path: Path, vector: Any, out_dtype: str = "float32") -> Path:
+    """Write one video vector (D,) as a plain ``.npy`` (no pickle), atomically; return ``path``."""
+    if out_dtype not in _OUT_DTYPES:
+        raise ValueError(f"unknown out_dtype {out_dtype!r}; choose one of {', '.join(_OUT_DTYPES)}")
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(vector, torch.Tensor):
+        vector = vector.detach().cpu().float().numpy()
+    arr = np.asarray(vector)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"a latent vector must be a 1-D float array, not {arr.dtype} {arr.shape}")
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(arr.astype(out_dtype, copy=False)), allow_pickle=False)
+    return Path(path)
 
 
 @contextmanager
