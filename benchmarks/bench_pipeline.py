@@ -94,8 +94,8 @@ def end_to_end(name: str, videos: list[Path], batch_size: int, workers: int,
     return clips / wall, clips, video_seconds / wall
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory (bytes) of a process and all its descendants."""
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -104,33 +104,42 @@ def tree_rss(pid: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    total, stack = 0, [pid]
+    found, stack = [], [pid]
     while stack:
         current = stack.pop()
+        found.append(current)
         stack.extend(children.get(current, []))
-        try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
+    return found
+
+
+def high_water_mark(pid: int) -> int | None:
+    """The kernel's exact peak resident memory (VmHWM, bytes) of one process so far."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def peak_rss(video: Path, workers: int) -> tuple[int, float]:
-    """Peak RSS (summed over the process tree) and wall time of `vidvec extract` on one video."""
+    """Peak RSS of `vidvec extract` on one video: the sum of each process's own peak (VmHWM, read by the
+    kernel, so short spikes are not missed by sampling), and the wall time."""
     out = Path(tempfile.mkdtemp(prefix="vidvec-rss-"))
     args = [sys.executable, "-m", "vidvec.cli", "extract", str(video), "--out", str(out), "--fps", "1",
             "--num-workers", str(workers), "--quiet"]
     began = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
+    peaks: dict[int, int] = {}
 
     def sample() -> None:
-        nonlocal peak
         while proc.poll() is None:
-            peak = max(peak, tree_rss(proc.pid))
-            time.sleep(0.1)
+            for pid in tree_pids(proc.pid):
+                mark = high_water_mark(pid)
+                if mark is not None:
+                    peaks[pid] = max(peaks.get(pid, 0), mark)
+            time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -139,7 +148,7 @@ def peak_rss(video: Path, workers: int) -> tuple[int, float]:
     shutil.rmtree(out, ignore_errors=True)
     if proc.returncode != 0:
         raise SystemExit(f"extract failed on {video}: {stderr.decode()[-500:]}")
-    return peak, time.perf_counter() - began
+    return sum(peaks.values()), time.perf_counter() - began
 
 
 def main() -> None:
@@ -153,6 +162,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--skip-models", action="store_true")
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__} threads {torch.get_num_threads()}, "
@@ -165,16 +175,17 @@ def main() -> None:
         print("\n## decode, 720p h264, 60 s (benchmarks/bench_decode.py)", flush=True)
         bench_decode.main([str(clip), "--no-torchcodec"])
 
-    videos = sorted((SHARED / "assets" / "videos").glob("*"))[: args.videos]
-    if not videos:
+    videos = [] if args.skip_models else sorted((SHARED / "assets" / "videos").glob("*"))[: args.videos]
+    if not videos and not args.skip_models:
         raise SystemExit(f"no videos in {SHARED}/assets/videos (set VIDVEC_SHARED)")
     # This machine's speed drifts by tens of percent between runs (shared VM): measure model-only and
     # end-to-end alternately, several times, and compare the best of each.
-    print(f"\n## model-only vs end-to-end, {len(videos)} videos from shared/assets, batch {args.batch_size}, "
-          f"best of {args.repeat} alternating runs, each model's default sampling")
-    print("| model | workers | clips | model-only clips/s | end-to-end clips/s | efficiency | video s per s |")
-    print("|---|---|---|---|---|---|---|")
-    for name in args.models:
+    if videos:
+        print(f"\n## model-only vs end-to-end, {len(videos)} videos from shared/assets, batch {args.batch_size}, "
+              f"best of {args.repeat} alternating runs, each model's default sampling")
+        print("| model | workers | clips | model-only clips/s | end-to-end clips/s | efficiency | video s per s |")
+        print("|---|---|---|---|---|---|---|")
+    for name in args.models if videos else []:
         for workers in args.worker_counts:
             alone, e2e = [], []
             for _ in range(args.repeat):

@@ -205,3 +205,18 @@ def test_bfloat16_compute_stays_close_to_float32(shared_dir):
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.98, cosine
     assert not np.array_equal(a, b)  # the dtype really was used
+
+
+def test_window_presets(shared_dir):
+    hero = SamplingOverrides.preset("hero")
+    assert (hero.kind, hero.fps, hero.clip_len, hero.stride_seconds) == ("windows", 15.0, 32, 1.5)
+    ego = SamplingOverrides.preset("ego4d", stride=8)
+    assert (ego.fps, ego.clip_len, ego.stride, ego.stride_seconds) == (30.0, 32, 8, None)
+    with pytest.raises(ExtractError, match="unknown sampling preset"):
+        SamplingOverrides.preset("nope")
+    video = shared_dir / "assets" / "videos" / "SOX5yA1l24A.mp4"  # 11.08 s
+    (outcome,) = list(vidvec.extract([video], "r3d_18", None, weights="random", num_workers=0,
+                                     sampling=SamplingOverrides.preset("hero")))
+    starts = outcome.timestamps[:, 0]
+    np.testing.assert_allclose(starts, np.arange(len(starts)) * 1.5)
+    assert len(starts) == 6  # complete 32-frame (2.13 s) windows every 1.5 s in 11.08 s

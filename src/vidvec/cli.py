@@ -53,6 +53,8 @@ def extract(
     stride: Optional[str] = typer.Option(None, help="Window stride: frames (16) or seconds ('2s')."),
     views: Optional[int] = typer.Option(None, help="Temporal views spread over the video (switches to views sampling)."),
     crops: Optional[int] = typer.Option(None, help="Spatial crops per clip: 1 (centre) or 3."),
+    preset: Optional[str] = typer.Option(None, help="A named window scheme: ego4d (32 frames at 30 fps, stride 16) "
+                                                    "or hero (32 frames at 15 fps, one clip per 1.5 s)."),
     top_k: int = typer.Option(0, help="Also store the top-k classes per clip and per video."),
     logits: bool = typer.Option(False, "--logits", help="Also store the classifier logits."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process videos that failed before again."),
@@ -67,8 +69,11 @@ def extract(
 
     if not inputs and list_file is None and manifest is None:
         _fail("give videos or folders, --list FILE or --manifest CSV")
-    overrides = SamplingOverrides(kind=sampling, fps=fps, clip_len=clip_len, views=views, crops=crops,
-                                  **_parse_stride(stride))
+    explicit = dict(kind=sampling, fps=fps, clip_len=clip_len, views=views, crops=crops, **_parse_stride(stride))
+    try:
+        overrides = SamplingOverrides.preset(preset, **explicit) if preset else SamplingOverrides(**explicit)
+    except ExtractError as error:
+        _fail(str(error))
     clip_counter = _ClipCounter()
     try:
         run = prepare(inputs or [], model, out, weights=weights, list_file=list_file, manifest=manifest, fmt=fmt,

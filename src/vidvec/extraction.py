@@ -42,6 +42,21 @@ class SamplingOverrides:
     views: int | None = None
     crops: int | None = None
 
+    @classmethod
+    def preset(cls, name: str, **explicit: object) -> "SamplingOverrides":
+        """A named window scheme (``ego4d``, ``hero``); explicit options that are not None win over it."""
+        from .models.pyslowfast.preprocessing import PRESETS
+
+        if name not in PRESETS:
+            raise ExtractError(f"unknown sampling preset {name!r}; choose one of {', '.join(PRESETS)}")
+        spec = PRESETS[name]
+        fields = {"kind": spec.kind, "fps": spec.fps, "clip_len": spec.clip_len, "stride": spec.stride,
+                  "stride_seconds": spec.stride_seconds, "crops": spec.crops}
+        if explicit.get("stride") is not None or explicit.get("stride_seconds") is not None:
+            fields.update(stride=None, stride_seconds=None)
+        fields.update({k: v for k, v in explicit.items() if v is not None})
+        return cls(**fields)
+
     def apply(self, spec: SamplingSpec) -> SamplingSpec:
         changes = dict(self.__dict__)
         if self.views is not None and self.kind is None and spec.kind != "views":
