@@ -239,10 +239,13 @@ def test_x3d_pyslowfast_layout_end_to_end(fixtures, one_video, tmp_path):
     pyth = fixtures / "ckpt" / "x3d_xs.pyth"
     ledger = tmp_path / "ledger"
     vidvec_cli("extract", one_video, "--weights", pyth, "--out", ledger, "--num-workers", 0, "--views", 2,
-               "--crops", 1, "--layout", "pyslowfast", check=0)
+               "--crops", 1, "--layout", "pyslowfast", "--top-k", 5, check=0)
     vector_file = one_video / "output_vecs" / "output_latent_vec_truman.npy"
     vector = np.load(vector_file, allow_pickle=False)
     assert vector.shape == (2048,) and vector.dtype == np.float32
+    predictions = json.loads((one_video / "output_vecs" / "output_topk_truman.json").read_text())
+    assert len(predictions["labels"]) == 5 and len(predictions["scores"]) == 5
+    assert predictions["scores"] == sorted(predictions["scores"], reverse=True)
     assert sorted(p.name for p in ledger.iterdir()) == ["vidvec-ledger.sqlite"]  # OUT keeps only the ledger
     assert not list((one_video / "output_vecs").glob(".*"))                       # no temp left behind
     # The vector is the mean over the views of the per-view latents.
@@ -252,15 +255,14 @@ def test_x3d_pyslowfast_layout_end_to_end(fixtures, one_video, tmp_path):
     np.testing.assert_allclose(vector, outcome.features.mean(0), rtol=1e-4, atol=1e-5)
     # Recorded in the ledger: a second run skips it; another layout into the same ledger is refused.
     (again,) = vidvec.extract([one_video], out=ledger, weights=str(pyth), num_workers=0, sampling=views,
-                              layout="pyslowfast")
+                              layout="pyslowfast", top_k=5)
     assert (again.status, again.output) == ("skipped", vector_file)
     with pytest.raises(SettingsMismatch, match="layout"):
         next(vidvec.extract([one_video], out=ledger, weights=str(pyth), sampling=views))
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"top_k": 5}, "--top-k and --logits need --layout vidvec"),
-    ({"logits": True}, "--top-k and --logits need --layout vidvec"),
+    ({"logits": True}, "--logits needs --layout vidvec"),
     ({"fmt": "pt"}, "--format pt does not apply"),
     ({"out": None}, "needs an output folder"),
 ])

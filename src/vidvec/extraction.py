@@ -174,7 +174,8 @@ class Extraction:
             path = self.output_path(source)
             try:
                 if self.layout == "pyslowfast":
-                    write_latent_vector(path, result.arrays["video_vector"], self.out_dtype)
+                    write_latent_vector(path, result.arrays["video_vector"], self.out_dtype,
+                                        _video_predictions(result.arrays))
                 else:
                     write_features(path, self.fmt, result.arrays, self._provenance(result), self.out_dtype)
             except OSError as error:
@@ -201,6 +202,14 @@ class Extraction:
             "batch_size": self.options.batch_size,
             "software": {"torch": torch.__version__, "av": av.__version__, "python": platform.python_version()},
         }
+
+
+def _video_predictions(arrays: dict) -> dict | None:
+    """The video-level top-k (mean of the clips' probabilities), or None when top-k was not asked for."""
+    if "video_topk_indices" not in arrays:
+        return None
+    return {"indices": arrays["video_topk_indices"].tolist(), "scores": arrays["video_topk_scores"].tolist(),
+            "labels": arrays["video_topk_labels"].tolist() if "video_topk_labels" in arrays else None}
 
 
 def _span_seconds(result: VideoResult) -> float:
@@ -249,9 +258,9 @@ def prepare(
     if layout == "pyslowfast":
         if fmt not in (None, "npy"):
             raise ExtractError(f"--layout pyslowfast writes .npy vectors; --format {fmt} does not apply")
-        if top_k or logits:
-            raise ExtractError("--layout pyslowfast writes only the video vector; --top-k and --logits need "
-                               "--layout vidvec")
+        if logits:
+            raise ExtractError("--layout pyslowfast writes only the video vector (and --top-k predictions); "
+                               "--logits needs --layout vidvec")
         if out is None:
             raise ExtractError("--layout pyslowfast needs an output folder (--out) for its ledger")
     fmt = fmt or ("npy" if layout == "pyslowfast" else "npz")

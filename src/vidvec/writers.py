@@ -70,8 +70,20 @@ def pyslowfast_paths(videos: list[Path]) -> list[Path]:
             for v in videos]
 
 
-def write_latent_vector(path: Path, vector: Any, out_dtype: str = "float32") -> Path:
-    """Write one video vector (D,) as a plain ``.npy`` (no pickle), atomically; return ``path``."""
+def predictions_path(vector_path: Path) -> Path:
+    """``output_vecs/output_topk_<name>.json`` beside ``output_vecs/output_latent_vec_<name>.npy``."""
+    vector_path = Path(vector_path)
+    name = vector_path.name[len(PYSLOWFAST_PREFIX):] if vector_path.name.startswith(PYSLOWFAST_PREFIX) \
+        else vector_path.name
+    return vector_path.with_name(f"output_topk_{Path(name).stem}.json")
+
+
+def write_latent_vector(path: Path, vector: Any, out_dtype: str = "float32",
+                        predictions: dict | None = None) -> Path:
+    """Write one video vector (D,) as a plain ``.npy`` (no pickle), atomically; return ``path``.
+
+    ``predictions`` (the video's top-k classes) go to a JSON file beside it (`predictions_path`), written
+    first, so that an existing ``.npy`` always has its predictions complete."""
     if out_dtype not in _OUT_DTYPES:
         raise ValueError(f"unknown out_dtype {out_dtype!r}; choose one of {', '.join(_OUT_DTYPES)}")
     torch = sys.modules.get("torch")
@@ -80,6 +92,9 @@ def write_latent_vector(path: Path, vector: Any, out_dtype: str = "float32") -> 
     arr = np.asarray(vector)
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.floating):
         raise ValueError(f"a latent vector must be a 1-D float array, not {arr.dtype} {arr.shape}")
+    if predictions is not None:
+        with atomic_path(predictions_path(path)) as tmp:
+            Path(tmp).write_text(json.dumps(_jsonable(predictions), indent=1))
     with atomic_path(Path(path)) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(arr.astype(out_dtype, copy=False)), allow_pickle=False)
