@@ -118,3 +118,27 @@ def test_sigkill_mid_run_then_resume_finishes_every_video_once(tmp_path, shared_
     reference = read_features(out / "v00.npz")[0]["features"]
     for path in out.rglob("*.npz"):
         np.testing.assert_allclose(read_features(path)[0]["features"], reference, atol=1e-4)
+
+
+def test_progress_bar_on_a_terminal(folder, tmp_path):
+    """On a terminal stderr shows a live bar with videos done/total, clips/s and the ETA."""
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    proc = subprocess.Popen([*VIDVEC, "extract", str(folder), "--out", str(tmp_path / "o"), "--fps", "2",
+                             "--num-workers", "0"], stdout=subprocess.DEVNULL, stderr=follower, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the other end closed: the run is over
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=300) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "videos" in screen and "2/2" in screen and "clips/s" in screen and "ETA" in screen
+    assert "] done " not in screen  # the per-video plain lines are for non-terminals
