@@ -134,13 +134,6 @@ class Extraction:
             if self.ledger is not None:
                 self.ledger.close()
 
-    @property
-    def pending(self) -> int:
-        """How many videos this run will process (not already done)."""
-        if self.ledger is None:
-            return len(self.sources)
-        return sum(self.ledger.should_process(s.key, self.retry_failed) for s in self.sources)
-
     def _already_done(self, source: VideoSource) -> Outcome | None:
         if self.ledger is None:
             return None
@@ -149,19 +142,20 @@ class Extraction:
             record = self.ledger.get(source.key)
             return Outcome(source, "skipped", f"already {record.status}", path)
         # A pyslowfast-layout .npy has no provenance to prove its settings: such a file is simply redone.
-        if self.layout == "vidvec" and path.exists() and self._written_with_same_settings(path):
+        provenance = self._provenance_of(path) if self.layout == "vidvec" and path.exists() else None
+        if provenance is not None and provenance.get("settings_hash") == self.settings_hash:
             # Killed between the write and the ledger commit: the file is complete, adopt it.
-            _, provenance = read_features(path)
             self.ledger.mark_done(source.key, str(source.path), str(path), int(provenance.get("clips", 0)),
                                   float(provenance.get("span_seconds", 0.0)), {})
             return Outcome(source, "skipped", "already written", path)
         return None
 
-    def _written_with_same_settings(self, path: Path) -> bool:
+    @staticmethod
+    def _provenance_of(path: Path) -> dict | None:
         try:
-            return read_features(path)[1].get("settings_hash") == self.settings_hash
+            return read_features(path)[1]
         except Exception:  # unreadable leftovers are simply redone
-            return False
+            return None
 
     def _record(self, result: VideoResult) -> Outcome:
         source = result.source
