@@ -32,16 +32,19 @@ def _fail(message: str) -> None:
 def extract(
     inputs: List[Path] = typer.Argument(None, help="Video files and/or folders (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (features, ledger)."),
-    model: Optional[str] = typer.Option(
-        None, "--model", "-m", help="Model name (see `vidvec models`); default: the architecture a PySlowFast "
-        ".pyth given as --weights names in its cfg, else efficientnet_lite0."),
-    weights: Optional[str] = typer.Option(None, help="Weights entry name, a checkpoint path, or 'random'."),
+    model: Optional[List[str]] = typer.Option(
+        None, "--model", "-m", help="Model name (see `vidvec models`); repeat it to run several models on one "
+        "decoding pass (each writes to OUT/<model>). Default: the architecture a PySlowFast .pyth given as "
+        "--weights names in its cfg, else efficientnet_lite0."),
+    weights: Optional[List[str]] = typer.Option(
+        None, help="Weights entry name, a checkpoint path, or 'random'; once per --model when several."),
     list_file: Optional[Path] = typer.Option(None, "--list", help="Text file with one video path per line."),
     manifest: Optional[Path] = typer.Option(None, help="CSV with video_path and optional output_path, start, end."),
     fmt: Optional[str] = typer.Option(None, "--format", help="npz (default), npy (+ .json sidecar) or pt."),
     layout: str = typer.Option(
         "vidvec", help="vidvec: OUT/<name>.<format>; pyslowfast: <video folder>/output_vecs/"
-        "output_latent_vec_<stem>.npy (the video vector only; OUT keeps the ledger)."),
+        "output_latent_vec_<stem>.npy (the video vector only; OUT keeps the ledger); hero: OUT/<name>.npz "
+        "with only `features` in float16."),
     out_dtype: str = typer.Option("float32", help="float32 or float16 for stored features."),
     batch_size: int = typer.Option(16, help="Clips per model call (across videos)."),
     num_workers: Optional[int] = typer.Option(None, help="Decode worker processes (default: cores - 1, 0 = inline)."),
@@ -53,8 +56,11 @@ def extract(
     stride: Optional[str] = typer.Option(None, help="Window stride: frames (16) or seconds ('2s')."),
     views: Optional[int] = typer.Option(None, help="Temporal views spread over the video (switches to views sampling)."),
     crops: Optional[int] = typer.Option(None, help="Spatial crops per clip: 1 (centre) or 3."),
-    preset: Optional[str] = typer.Option(None, help="A named window scheme: ego4d (32 frames at 30 fps, stride 16) "
-                                                    "or hero (32 frames at 15 fps, one clip per 1.5 s)."),
+    preset: Optional[str] = typer.Option(None, help="A named window scheme: ego4d (32 frames at 30 fps, stride 16), "
+                                                    "hero (32 frames at 15 fps, one clip per 1.5 s), or video_features "
+                                                    "(each model's v-iashin/video_features defaults and timestamps_ms; "
+                                                    "--fps/--clip-len/--stride set its extraction_fps/stack/step)."),
+    streams: Optional[str] = typer.Option(None, help="I3D: rgb, flow or both (default)."),
     top_k: int = typer.Option(0, help="Also store the top-k classes per clip and per video."),
     logits: bool = typer.Option(False, "--logits", help="Also store the classifier logits."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process videos that failed before again."),
@@ -75,18 +81,27 @@ def extract(
     except ExtractError as error:
         _fail(str(error))
     clip_counter = _ClipCounter()
+    models = model or None
+    if models is not None and len(models) == 1:
+        models = models[0]
+    if weights and len(weights) == 1 and not isinstance(models, list):
+        weights = weights[0]
     try:
-        run = prepare(inputs or [], model, out, weights=weights, list_file=list_file, manifest=manifest, fmt=fmt,
-                      layout=layout, out_dtype=out_dtype, batch_size=batch_size, num_workers=num_workers,
-                      device=device, dtype=dtype, sampling=overrides, top_k=top_k, logits=logits,
-                      retry_failed=retry_failed, overwrite=overwrite, on_clips=clip_counter)
+        run = prepare(inputs or [], models, out, weights=weights or None, list_file=list_file, manifest=manifest,
+                      fmt=fmt, layout=layout, out_dtype=out_dtype, batch_size=batch_size, num_workers=num_workers,
+                      device=device, dtype=dtype, sampling=overrides, model_options={"streams": streams},
+                      top_k=top_k, logits=logits, retry_failed=retry_failed, overwrite=overwrite,
+                      on_clips=clip_counter)
     except (ExtractError, SettingsMismatch, SourceError, WeightsError, ValueError) as error:
         _fail(str(error))
-    total = len(run.sources)
+    several = len(run.targets) > 1
+    total = len(run.sources) * len(run.targets)
     if not quiet:
-        err.print(f"vidvec: {total} video(s), model {run.settings['model']} "
-                  f"({run.settings['weights']['name']}), {run.spec.describe()}, device {run.options.device} -> {out}",
-                  highlight=False, soft_wrap=True)
+        err.print(f"vidvec: {len(run.sources)} video(s), device {run.options.device} -> {out}", highlight=False,
+                  soft_wrap=True)
+        for target in run.targets:
+            err.print(f"  model {target.name} ({target.settings['weights']['name']}), {target.spec.describe()}"
+                      + (f" -> {target.out}" if several else ""), highlight=False, soft_wrap=True)
     counts = {"done": 0, "failed": 0, "skipped": 0}
     began = time.perf_counter()
     interactive = err.is_terminal and not quiet
@@ -97,13 +112,14 @@ def extract(
     try:
         for n, outcome in enumerate(run, 1):
             counts[outcome.status] += 1
+            tag = f" [{outcome.model}]" if several else ""
             if outcome.status == "failed":
-                line = f"FAILED {outcome.source.path}: {outcome.reason}"
+                line = f"FAILED {outcome.source.path}{tag}: {outcome.reason}"
                 (progress.console if progress else err).print(line, style="red", highlight=False, soft_wrap=True,
                                                               markup=False)
             elif not quiet and not interactive:
                 extra = f"{outcome.result.clips} clips" if outcome.result else outcome.reason
-                err.print(f"[{n}/{total}] {outcome.status} {outcome.source.path} -> {outcome.output} ({extra})",
+                err.print(f"[{n}/{total}] {outcome.status} {outcome.source.path}{tag} -> {outcome.output} ({extra})",
                           highlight=False, soft_wrap=True, markup=False)
             if progress:
                 rate = clip_counter.clips / max(time.perf_counter() - began, 1e-9)
@@ -119,7 +135,8 @@ def extract(
               f"in {wall:.1f} s ({clip_counter.clips / max(wall, 1e-9):.1f} clips/s); outputs in {out}",
               highlight=False, soft_wrap=True)
     if counts["failed"]:
-        err.print(f"see failures with: vidvec status {out}", highlight=False)
+        folders = " ".join(str(t.out) for t in run.targets) if several else str(out)
+        err.print(f"see failures with: vidvec status {folders}", highlight=False)
         raise typer.Exit(1)
 
 
@@ -201,6 +218,50 @@ def inspect(path: Path = typer.Argument(..., help="A feature file written by `vi
         labels = ", ".join(f"{label} ({score:.2f})" for label, score in
                            zip(arrays["video_topk_labels"], arrays["video_topk_scores"]))
         console.print(f"  top classes: {labels}", highlight=False, soft_wrap=True)
+
+
+@app.command("encode-text")
+def encode_text(
+    texts: List[str] = typer.Argument(..., help="Sentences to encode."),
+    model: str = typer.Option("clip_vit_b32", "--model", "-m", help="A model with a text tower (clip_*, "
+                                                                     "s3d_howto100m)."),
+    weights: Optional[str] = typer.Option(None, help="Weights entry name, a checkpoint path, or 'random'."),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the vectors to this .npy "
+                                            "(N, D float32); default: print them as JSON."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+) -> None:
+    """Text vectors in the same space as the model's video vectors, to search videos by sentence."""
+    import json
+
+    import numpy as np
+
+    from .registry import get_card
+    from .weights import WeightsError, load_model
+    from .writers import atomic_path
+
+    try:
+        card = get_card(model)
+        loaded = load_model(model, weights=weights, device=device)
+    except (ValueError, WeightsError, RuntimeError) as error:
+        _fail(str(error))
+    if not loaded.module.has_text:
+        text_models = ", ".join(n for n in list_models_with_text()) or "none"
+        _fail(f"model {card.name} has no text encoder; models with one: {text_models}")
+    vectors = loaded.module.encode_text(texts).float().cpu().numpy()
+    if out_file is None:
+        print(json.dumps({"model": card.name, "texts": texts, "vectors": vectors.tolist()}))
+        return
+    with atomic_path(out_file) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, vectors, allow_pickle=False)
+    err.print(f"{len(texts)} text vector(s) of {vectors.shape[1]} dims from {card.name} -> {out_file}",
+              highlight=False)
+
+
+def list_models_with_text() -> list[str]:
+    from .registry import get_card, list_models
+
+    return [n for n in list_models() if get_card(n).extra.get("text")]
 
 
 @app.command()

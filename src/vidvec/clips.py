@@ -1,19 +1,21 @@
-"""Decode worker side: one video in, its clips out (uint8, cropped), in one decoding pass.
+"""Decode worker side: one video in, the clips of every model that wants it out, in one decoding pass.
 
-This is the stateless CPU map of the pipeline: it runs in the decode worker processes and
-ships each clip to the model process as it completes, so a video's frames never pile up.
+This is the stateless CPU map of the pipeline: it runs in the decode worker processes and ships each clip
+(uint8 pixels, cropped, or an audio example's waveform) to the model process as it completes, so a video's
+frames never pile up. Each model is a *stream*: its sampling and its preprocessing. The video frames all
+visual streams need are decoded once (at each stream's size); audio streams read the audio track.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from .decode import DecodeError, VideoDecoder, VideoInfo
+from .decode import DecodeError, VideoDecoder, VideoInfo, probe
 from .sampling import ClipPlan, SamplingSpec, StreamTiming, plan
 from .sources import VideoSource
 from .transforms import Preprocess
@@ -21,11 +23,20 @@ from .transforms import Preprocess
 _TIME_DECIMALS = 6  # clips that overlap ask for the same instants computed two ways; round before merging
 
 
+@dataclass(frozen=True)
+class Stream:
+    """What one model takes from every video: its sampling and preprocessing. ``audio`` streams carry an
+    audio frontend (:class:`vidvec.audio.AudioFrontend`) as ``preprocess`` and ignore ``spec``."""
+
+    spec: SamplingSpec
+    preprocess: Any  # Preprocess, or AudioFrontend for audio streams
+    audio: bool = False
+
+
 @dataclass
 class VideoStarted:
     video: int
-    info: VideoInfo
-    clips: int  # items to expect: clips x crops
+    info: VideoInfo | None  # None for an audio-only pass over a file without a readable video stream
 
 
 @dataclass
@@ -33,20 +44,22 @@ class Clip:
     video: int
     clip: int
     crop: int
-    pixels: torch.Tensor  # uint8 (T, H, W, 3)
+    pixels: torch.Tensor  # uint8 (T, H, W, 3); float32 (samples,) for audio streams
     start: float
     end: float
     padded: bool
+    stream: int = 0
+    stamp: float | None = None  # the clip's timestamp under rules that define one (video_features)
 
 
 @dataclass
 class ClipGroup:
-    """Consecutive clips of one video stacked into one tensor: one message between processes instead of
-    many (per-message costs dominate for small clips such as single frames)."""
+    """Consecutive clips of one video and stream stacked into one tensor: one message between processes
+    instead of many (per-message costs dominate for small clips such as single frames)."""
 
     video: int
     clips: list[Clip]  # their pixels are views into ``pixels``
-    pixels: torch.Tensor  # uint8 (N, T, H, W, 3)
+    pixels: torch.Tensor  # (N, ...) the clips' pixels stacked
 
     def unpack(self) -> list[Clip]:
         for clip, pixels in zip(self.clips, self.pixels):
@@ -58,72 +71,167 @@ class ClipGroup:
 class VideoFinished:
     video: int
     decode_s: float
+    counts: dict[int, int] = field(default_factory=dict)  # clips sent per stream that did not fail
 
 
 @dataclass
 class VideoFailed:
     video: int
     reason: str
+    stream: int | None = None  # None: every stream of the video failed
 
 
 Event = VideoStarted | Clip | ClipGroup | VideoFinished | VideoFailed
 
 
+@dataclass
+class FrameView:
+    """How one stream sees the decoder's frames: which of its output sizes (None when it has one), then an
+    optional transform, run once per distinct frame (the decoder repeats the same array for a repeated frame)."""
+
+    output: int | None = None
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
+    _last: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def __call__(self, decoded: Any) -> np.ndarray:
+        frame = decoded if self.output is None else decoded[self.output]
+        if self.transform is None:
+            return frame
+        if self._last is None or self._last[0] is not frame:
+            self._last = (frame, self.transform(frame))
+        return self._last[1]
+
+
 def assemble(plans: list[ClipPlan], decoder: VideoDecoder,
              transform: Callable[[np.ndarray], np.ndarray] | None = None
              ) -> Iterator[tuple[ClipPlan, np.ndarray]]:
-    """Yield each planned clip as (plan, uint8 (T, H, W, 3)) as soon as its last frame is decoded.
+    """Yield each planned clip as (plan, uint8 (T, H, W, 3)) as soon as its last frame is decoded (one
+    stream; see :func:`assemble_views`). ``transform`` (e.g. a torch resize) runs once per decoded frame."""
+    for _, clip_plan, frames in assemble_views([(0, p) for p in plans], decoder, [FrameView(None, transform)]):
+        yield clip_plan, frames
 
-    The decoder is asked once for the union of all clips' sample times; a frame is dropped as
-    soon as no pending clip can still need it, so memory is bounded by the widest clip.
-    ``transform`` (e.g. a torch resize) runs once per distinct decoded frame.
+
+def assemble_views(clips: Sequence[tuple[int, ClipPlan]], decoder: VideoDecoder, views: Sequence[FrameView]
+                   ) -> Iterator[tuple[int, ClipPlan, np.ndarray]]:
+    """Yield each (view, plan) clip as (view, plan, uint8 (T, H, W, 3)) as soon as its last frame is decoded.
+
+    The decoder is asked once for the union of all clips' sample times (converting, per instant, only the
+    sizes some view needs there); a frame is dropped as soon as no pending clip can still need it, so
+    memory is bounded by the widest clip.
     """
-    wanted = [np.round(np.asarray(p.times), _TIME_DECIMALS) for p in plans]
+    wanted = [np.round(np.asarray(p.times), _TIME_DECIMALS) for _, p in clips]
     times = np.unique(np.concatenate(wanted))
     slots = [np.searchsorted(times, w) for w in wanted]
-    order = sorted(range(len(plans)), key=lambda i: (int(slots[i].max()), i))
-    held: dict[int, np.ndarray] = {}
+    users: list[set[int]] = [set() for _ in times]  # the views that need each instant
+    for (view, _), clip_slots in zip(clips, slots):
+        for slot in clip_slots.tolist():
+            users[slot].add(view)
+    several = any(v.output is not None for v in views)
+    needed = [sorted({views[v].output for v in u}) for u in users] if several else None
+    order = sorted(range(len(clips)), key=lambda i: (int(slots[i].max()), i))
+    held: dict[tuple[int, int], np.ndarray] = {}
     pending = 0
-    last: tuple[np.ndarray, np.ndarray] | None = None
-    for slot, frame in decoder.frames_at(times.tolist()):
-        if transform is not None:
-            # The decoder hands out the same array for a repeated frame: transform it once.
-            if last is None or last[0] is not frame:
-                last = (frame, transform(frame))
-            frame = last[1]
-        held[slot] = frame
+    frames = decoder.frames_at(times.tolist(), needed) if several else decoder.frames_at(times.tolist())
+    for slot, decoded in frames:
+        for view in users[slot]:
+            held[(view, slot)] = views[view](decoded)
         while pending < len(order) and int(slots[order[pending]].max()) == slot:
             i = order[pending]
-            yield plans[i], np.stack([held[s] for s in slots[i]])
+            view, clip_plan = clips[i]
+            yield view, clip_plan, np.stack([held[(view, s)] for s in slots[i].tolist()])
             pending += 1
         if pending < len(order):
             keep_from = min(int(slots[i].min()) for i in order[pending:pending + 64])
-            for old in [s for s in held if s < keep_from]:
+            for old in [key for key in held if key[1] < keep_from]:
                 del held[old]
 
 
-def video_events(index: int, source: VideoSource, spec: SamplingSpec, preprocess: Preprocess,
-                 threads: int = 0) -> Iterator[Event]:
-    """All events of one video; any failure ends it with one VideoFailed carrying a one-line reason."""
+def video_events(index: int, source: VideoSource, streams: Sequence[Stream], threads: int = 0,
+                 wanted: Sequence[int] | None = None) -> Iterator[Event]:
+    """All events of one video for the streams ``wanted`` (default: all). A failure of one stream (e.g. no
+    audio track) ends that stream with a VideoFailed naming it; the others go on."""
     began = time.perf_counter()
+    wanted = list(range(len(streams))) if wanted is None else list(wanted)
+    visual = [s for s in wanted if not streams[s].audio]
+    audio = [s for s in wanted if streams[s].audio]
+    counts: dict[int, int] = {}
     try:
-        with VideoDecoder(source.path, size=preprocess.decoder_size, threads=threads) as decoder:
-            info = decoder.info
-            plans = plan(spec, info.duration, info.fps, source.start or 0.0, source.end,
-                         timing=StreamTiming.from_info(info))
-            yield VideoStarted(index, info, len(plans) * spec.crops)
-            transform = preprocess.resize_frames if preprocess.decoder_size is None else None
-            for clip_plan, frames in assemble(plans, decoder, transform):
-                for crop, pixels in enumerate(preprocess.crop_frames(frames, spec.crops)):
-                    yield Clip(index, clip_plan.index, crop, torch.from_numpy(pixels),
-                               clip_plan.start, clip_plan.end, clip_plan.padded)
-    except (DecodeError, ValueError) as error:
-        yield VideoFailed(index, str(error))
-        return
-    except Exception as error:  # a decoder crash on one file must not end the run
-        yield VideoFailed(index, f"{type(error).__name__}: {error}")
-        return
-    yield VideoFinished(index, time.perf_counter() - began)
+        info = probe(source.path) if not visual else None
+    except DecodeError as error:
+        info = None
+        if visual or not audio:
+            yield VideoFailed(index, str(error))
+            return
+    if not visual:
+        yield VideoStarted(index, info)
+    else:
+        try:
+            yield from _visual_events(index, source, streams, visual, threads, counts)
+        except (DecodeError, ValueError) as error:
+            yield from _fail(index, visual, str(error), counts)
+        except Exception as error:  # a decoder crash on one file must not end the run
+            yield from _fail(index, visual, f"{type(error).__name__}: {error}", counts)
+    for s in audio:
+        try:
+            yield from _audio_events(index, source, s, streams[s], counts)
+        except (DecodeError, ValueError) as error:
+            yield from _fail(index, [s], str(error), counts)
+        except Exception as error:
+            yield from _fail(index, [s], f"{type(error).__name__}: {error}", counts)
+    yield VideoFinished(index, time.perf_counter() - began, counts)
+
+
+def _fail(index: int, failed: Sequence[int], reason: str, counts: dict[int, int]) -> Iterator[VideoFailed]:
+    for s in failed:
+        counts.pop(s, None)
+        yield VideoFailed(index, reason, s)
+
+
+def _visual_events(index: int, source: VideoSource, streams: Sequence[Stream], visual: list[int], threads: int,
+                   counts: dict[int, int]) -> Iterator[Event]:
+    pres: list[Preprocess] = [streams[s].preprocess for s in visual]
+    sizes = [p.decoder_size for p in pres]
+    several = len(visual) > 1
+    with VideoDecoder(source.path, size=sizes if several else sizes[0], threads=threads) as decoder:
+        info = decoder.info
+        yield VideoStarted(index, info)
+        timing = StreamTiming.from_info(info)
+        clips: list[tuple[int, ClipPlan]] = []
+        for k, s in enumerate(visual):
+            try:
+                plans = plan(streams[s].spec, info.duration, info.fps, source.start or 0.0, source.end, timing=timing)
+            except ValueError as error:
+                yield VideoFailed(index, str(error), s)
+                continue
+            clips.extend((k, p) for p in plans)
+            counts[s] = 0
+        if not clips:
+            return
+        views = [FrameView(k if several else None, p.resize_frames if p.decoder_size is None else None)
+                 for k, p in enumerate(pres)]
+        for k, clip_plan, frames in assemble_views(clips, decoder, views):
+            s = visual[k]
+            for crop, pixels in enumerate(pres[k].crop_frames(frames, streams[s].spec.crops)):
+                counts[s] += 1
+                yield Clip(index, clip_plan.index, crop, torch.from_numpy(pixels), clip_plan.start, clip_plan.end,
+                           clip_plan.padded, s, getattr(clip_plan, "stamp", None))
+
+
+def _audio_events(index: int, source: VideoSource, s: int, stream: Stream, counts: dict[int, int]) -> Iterator[Clip]:
+    from .audio import audio_examples, decode_audio  # audio models only
+
+    frontend = stream.preprocess
+    counts[s] = 0
+    examples = audio_examples(decode_audio(source.path, frontend.sample_rate), frontend)
+    t0, t1 = source.start or 0.0, source.end
+    for k, start, end, waveform in examples:
+        if start < t0 - 1e-9:
+            continue
+        if t1 is not None and end > t1 + 1e-9:
+            break
+        counts[s] += 1
+        yield Clip(index, k, 0, torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)), start, end,
+                   False, s)
 
 
 GROUP_BYTES = 32 * 2**20  # a group never holds more than this (bounded memory with big clips)
@@ -145,6 +253,8 @@ def grouped(events: Iterable[Event], size: int, max_bytes: int = GROUP_BYTES) ->
 
     for event in events:
         if isinstance(event, Clip):
+            if run and run[-1].stream != event.stream:  # a group stacks one stream's clips (one shape)
+                yield from flush()
             run.append(event)
             held += event.pixels.numel()
             if len(run) >= size or held >= max_bytes:
@@ -157,16 +267,16 @@ def grouped(events: Iterable[Event], size: int, max_bytes: int = GROUP_BYTES) ->
 
 class VideoEvents(torch.utils.data.IterableDataset):
     """The videos of a run as a stream of events; each DataLoader worker takes every n-th video and
-    sends its clips in groups of up to ``group`` clips."""
+    sends its clips in groups of up to ``group`` clips. A job is (index, source, the streams it needs)."""
 
-    def __init__(self, jobs: Iterable[tuple[int, VideoSource]], spec: SamplingSpec,
-                 preprocess: Preprocess, threads: int = 0, group: int = 1):
+    def __init__(self, jobs: Iterable[tuple[int, VideoSource, Sequence[int]]], streams: Sequence[Stream],
+                 threads: int = 0, group: int = 1):
         self.jobs = list(jobs)
-        self.spec, self.preprocess, self.threads, self.group = spec, preprocess, threads, group
+        self.streams, self.threads, self.group = list(streams), threads, group
 
     def __iter__(self) -> Iterator[Event]:
         worker = torch.utils.data.get_worker_info()
         mine = self.jobs if worker is None else self.jobs[worker.id::worker.num_workers]
-        for index, source in mine:
-            events = video_events(index, source, self.spec, self.preprocess, self.threads)
+        for index, source, wanted in mine:
+            events = video_events(index, source, self.streams, self.threads, wanted)
             yield from grouped(events, self.group) if self.group > 1 else events

@@ -278,6 +278,8 @@ class VideoDecoder:
 
     size: None (displayed size), (height, width), or a callable (h, w) -> (h, w) applied to the displayed
     size. Frames are resized during the YUV -> RGB conversion (bilinear), so no full-size copy is made.
+    A list of sizes gives each frame at every size (several models fed from one decoding pass): ``frames_at``
+    then yields a tuple of arrays, one per size.
     threads: decoder threads (0 = one per core). seek_gap: seconds ahead beyond which frames_at seeks to a
     keyframe instead of decoding through.
     """
@@ -294,13 +296,15 @@ class VideoDecoder:
         self.seek_gap = float(seek_gap)
         self._adopt(_Opened(path, threads))
         self.info: VideoInfo = self._opened.info
-        self.out_height, self.out_width = _target_size(size, self.info.height, self.info.width)
+        self._several = isinstance(size, list)
+        sizes = [_target_size(s, self.info.height, self.info.width) for s in (size if self._several else [size])]
+        if not sizes:
+            raise ValueError("give at least one output size")
+        self.out_height, self.out_width = sizes[0]
         # np.rot90 turns counter-clockwise for positive k; the info rotation is clockwise.
         self._rot_k = (-self.info.rotation // 90) % 4
-        if self._rot_k % 2:
-            self._conv_w, self._conv_h = self.out_height, self.out_width
-        else:
-            self._conv_w, self._conv_h = self.out_width, self.out_height
+        # What swscale produces per output, before rotation: (width, height). Equal sizes convert once.
+        self._conv = [(h, w) if self._rot_k % 2 else (w, h) for h, w in sizes]
         # Matroska stores milliseconds, so frame 2 at 30 fps sits at 0.067 s, 0.33 ms after 2/30: when frame
         # times are not whole ticks they were rounded, so allow half a tick (if small next to a frame).
         # Whole ticks per frame (mp4 1/15360 at 30 fps, 1/981 at 19.62 fps, AVI 1/30) are exact: no widening.
@@ -311,8 +315,9 @@ class VideoDecoder:
             half_tick = float(self._tb) / 2
             if ticks_per_frame.denominator != 1 and half_tick <= 0.1 / float(rate):
                 self._tolerance = max(_EPS, 1.01 * half_tick)
-        self._reformatter = VideoReformatter()
-        self._scaler = VideoReformatter()
+        # Reformatters are kept per output so their SwsContext stays cached: frame.to_ndarray(width=...)
+        # builds a new one per call, measured 5-10x slower than the conversion itself.
+        self._reformatters = {conv: (VideoReformatter(), VideoReformatter()) for conv in self._conv}
         self._scale_in_yuv = True
         self.frames_decoded = 1  # the first frame, decoded while opening
         self.frames_converted = 0
@@ -330,7 +335,7 @@ class VideoDecoder:
         self._fps = opened.fps
         self._last_t: float | None = 0.0
         self._prev: tuple[float, av.VideoFrame] | None = None  # last frame at or before the wanted time
-        self._prev_rgb: np.ndarray | None = None
+        self._prev_rgb: dict[tuple[int, int], np.ndarray] = {}  # the current frame per output size
         self._pending: tuple[float, av.VideoFrame] | None = (0.0, opened.first)  # read ahead, not yet due
         self._eof = False
         self._fresh = True  # nothing consumed yet: frames() can start here without reopening
@@ -338,7 +343,7 @@ class VideoDecoder:
     def _reset_after_seek(self) -> None:
         self._raw = _raw_frames(self._container, self._stream)
         self._prev = None
-        self._prev_rgb = None
+        self._prev_rgb = {}
         self._pending = None
         self._eof = False
         self._last_t = None
@@ -436,46 +441,52 @@ class VideoDecoder:
             t = self._pending[0]
             if t <= target or self._prev is None:
                 self._prev, self._pending = self._pending, None
-                self._prev_rgb = None
+                self._prev_rgb = {}
                 if t > target:
                     break  # before the first frame: the first frame is on screen
             else:
                 break
 
-    def _rgb(self) -> np.ndarray:
-        if self._prev_rgb is None:
+    def _rgb(self, needed: Sequence[int] | None = None) -> np.ndarray | tuple[np.ndarray | None, ...]:
+        """The current frame at the output size (a tuple over the sizes when several were asked for; sizes
+        not in ``needed`` are None). Repeated frames are the same array objects."""
+        arrays = tuple(self._rgb_at(conv) if needed is None or k in needed else None
+                       for k, conv in enumerate(self._conv))
+        return arrays if self._several else arrays[0]
+
+    def _rgb_at(self, conv: tuple[int, int]) -> np.ndarray:
+        if conv not in self._prev_rgb:
             assert self._prev is not None
-            arr = self._to_rgb(self._prev[1])
+            arr = self._to_rgb(self._prev[1], conv)
             if self._rot_k:
                 arr = np.rot90(arr, self._rot_k)
             # PyAV hands out a view of padded rows for widths whose line size is not aligned; callers stack
             # and hand these to torch, which wants plain contiguous arrays (copies only when needed).
             arr = np.ascontiguousarray(arr)
-            self._prev_rgb = arr
+            self._prev_rgb[conv] = arr
             self.frames_converted += 1
-        return self._prev_rgb
+        return self._prev_rgb[conv]
 
-    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        # Reformatters are kept per decoder so their SwsContext stays cached: frame.to_ndarray(width=...)
-        # builds a new one per call, measured 5-10x slower than the conversion itself.
-        w, h = self._conv_w, self._conv_h
+    def _to_rgb(self, frame: av.VideoFrame, conv: tuple[int, int]) -> np.ndarray:
+        w, h = conv
+        scaler, reformatter = self._reformatters[conv]
         if (frame.width, frame.height) != (w, h) and self._scale_in_yuv:
             # Scaling in the decoder's own (planar YUV) format, then converting the small picture, measured
             # 3x faster than swscale's scaled path straight to packed rgb24 (720p -> 455x256: 0.66 vs 2.1 ms)
             # and differs from it by < 0.5 levels on average.
             try:
-                small = self._scaler.reformat(frame, format=frame.format.name, width=w, height=h, interpolation="BILINEAR")
-                return self._reformatter.reformat(small, format="rgb24").to_ndarray()
+                small = scaler.reformat(frame, format=frame.format.name, width=w, height=h, interpolation="BILINEAR")
+                return reformatter.reformat(small, format="rgb24").to_ndarray()
             except (av.error.FFmpegError, ValueError):
                 self._scale_in_yuv = False  # a pixel format swscale cannot output: use the direct path
-        return self._reformatter.reformat(
-            frame, format="rgb24", width=w, height=h, interpolation="BILINEAR"
-        ).to_ndarray()
+        return reformatter.reformat(frame, format="rgb24", width=w, height=h, interpolation="BILINEAR").to_ndarray()
 
-    def frames_at(self, times: Sequence[float]) -> Iterator[tuple[int, np.ndarray]]:
+    def frames_at(self, times: Sequence[float], needed: Sequence[Sequence[int]] | None = None
+                  ) -> Iterator[tuple[int, np.ndarray | tuple[np.ndarray | None, ...]]]:
         """Yield (i, frame) for each ascending time (seconds from the first frame): the (H, W, 3) uint8 RGB
-        frame on screen at times[i]. Repeated frames are the same array object; clamps to the first/last
-        frame outside the video."""
+        frame on screen at times[i] (a tuple of them, one per size, when a list of sizes was given; with
+        ``needed``, only the sizes needed[i] lists are converted, the others are None).
+        Repeated frames are the same array object; clamps to the first/last frame outside the video."""
         wanted = [float(t) for t in times]
         if any(b < a for a, b in zip(wanted, wanted[1:])):
             raise ValueError("times must be in ascending order")
@@ -484,7 +495,7 @@ class VideoDecoder:
         eps = self._tolerance
         for i, t in enumerate(wanted):
             self._advance(t + eps)
-            yield i, self._rgb()
+            yield i, self._rgb(None if needed is None else needed[i])
 
     def frames(self) -> Iterator[tuple[float, np.ndarray]]:
         """Yield (time, frame) for every frame from the start, in timestamp order."""
@@ -498,7 +509,7 @@ class VideoDecoder:
             if item is None:
                 self._eof = True
                 return
-            self._prev, self._prev_rgb = item, None
+            self._prev, self._prev_rgb = item, {}
             yield item[0], self._rgb()
 
     def close(self) -> None:
@@ -507,7 +518,7 @@ class VideoDecoder:
             self._container.close()
             self._container = None  # type: ignore[assignment]
             self._prev = self._pending = None
-            self._prev_rgb = None
+            self._prev_rgb = {}
 
     def __enter__(self) -> VideoDecoder:
         return self

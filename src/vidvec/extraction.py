@@ -12,7 +12,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import av
 import numpy as np
@@ -21,15 +21,21 @@ import torch
 from . import __version__
 from .ledger import Ledger, settings_hash
 from .pipeline import DTYPES, RunOptions, VideoResult, run
+from .registry import ModelCard, get_card
 from .sampling import SamplingSpec
 from .sources import VideoSource, collect_sources
 from .weights import LoadedModel, load_model
 from .writers import (FORMATS, LAYOUTS, PYSLOWFAST_DIR, output_path, pyslowfast_paths, read_features,
-                      remove_stale_temps, write_features, write_latent_vector)
+                      remove_stale_temps, write_features, write_hero_features, write_latent_vector)
 
 
 class ExtractError(Exception):
     """A problem with the run as a whole (bad option, unknown model, settings clash): one line."""
+
+
+# Presets that are per model: the card's own spec under this name in ``card.extra`` (e.g. the window scheme
+# v-iashin/video_features uses for that model), rather than one scheme for every model.
+MODEL_PRESETS = ("video_features",)
 
 
 @dataclass(frozen=True)
@@ -41,14 +47,18 @@ class SamplingOverrides:
     stride_seconds: float | None = None
     views: int | None = None
     crops: int | None = None
+    base: str | None = None  # a per-model preset (MODEL_PRESETS) to start from instead of the model's default
 
     @classmethod
     def preset(cls, name: str, **explicit: object) -> "SamplingOverrides":
-        """A named window scheme (``ego4d``, ``hero``); explicit options that are not None win over it."""
+        """A named window scheme (``ego4d``, ``hero``, or per model ``video_features``); explicit options that
+        are not None win over it."""
         from .models.pyslowfast.preprocessing import PRESETS
 
+        if name in MODEL_PRESETS:
+            return cls(base=name, **{k: v for k, v in explicit.items() if v is not None})
         if name not in PRESETS:
-            raise ExtractError(f"unknown sampling preset {name!r}; choose one of {', '.join(PRESETS)}")
+            raise ExtractError(f"unknown sampling preset {name!r}; choose one of {', '.join([*PRESETS, *MODEL_PRESETS])}")
         spec = PRESETS[name]
         fields = {"kind": spec.kind, "fps": spec.fps, "clip_len": spec.clip_len, "stride": spec.stride,
                   "stride_seconds": spec.stride_seconds, "crops": spec.crops}
@@ -57,25 +67,33 @@ class SamplingOverrides:
         fields.update({k: v for k, v in explicit.items() if v is not None})
         return cls(**fields)
 
-    def apply(self, spec: SamplingSpec) -> SamplingSpec:
-        changes = dict(self.__dict__)
+    def apply(self, card: ModelCard) -> SamplingSpec:
+        """The sampling ``card``'s model gets: its default (or its ``base`` preset) with these overrides."""
+        spec = card.sampling
+        if self.base is not None:
+            spec = card.extra.get(self.base)
+            if not isinstance(spec, SamplingSpec):
+                raise ExtractError(f"model {card.name} has no {self.base} preset")
+        changes = {k: v for k, v in self.__dict__.items() if k != "base"}
         if self.views is not None and self.kind is None and spec.kind != "views":
             changes["kind"] = "views"
         try:
             return spec.with_overrides(**changes)
         except (ValueError, TypeError) as error:
-            raise ExtractError(f"bad sampling option: {error}") from None
+            raise ExtractError(f"bad sampling option for {card.name}: {error}") from None
 
 
 @dataclass
 class Outcome:
-    """One video's outcome as the caller sees it: status is done, failed or skipped (already done)."""
+    """One video's outcome for one model as the caller sees it: status is done, failed or skipped (already
+    done). ``model`` names the model (runs with several models give one outcome per video and model)."""
 
     source: VideoSource
     status: str
     reason: str | None = None
     output: Path | None = None
     result: VideoResult | None = None
+    model: str | None = None
 
     @property
     def features(self) -> np.ndarray | None:
@@ -91,63 +109,101 @@ class Outcome:
 
 
 @dataclass
-class Extraction:
-    """A prepared run: what will be processed, with which model and settings. Iterate it to run."""
+class Target:
+    """One model of a run: what it computes (model, sampling, settings) and where its outputs and its ledger
+    go. A run with one model writes to OUT; a run with several gives each its own OUT/<model> folder, each a
+    complete output folder of its own (``vidvec status OUT/<model>`` works)."""
 
-    sources: list[VideoSource]
     model: LoadedModel
     spec: SamplingSpec
-    options: RunOptions
-    out: Path | None
-    fmt: str
-    out_dtype: str
     settings: dict
     settings_hash: str
-    retry_failed: bool = False
-    on_clips: Callable[[int], None] | None = None
+    out: Path | None
     ledger: Ledger | None = field(default=None, repr=False)
-    layout: str = "vidvec"
     # --layout pyslowfast: each source's vector file, next to the video (by source key).
     layout_paths: dict[str, Path] = field(default_factory=dict, repr=False)
 
-    def output_path(self, source: VideoSource) -> Path:
-        """Where ``source``'s output goes (``out`` must be set): ``OUT/<key>.<format>`` (layout vidvec), or
-        ``<video folder>/output_vecs/output_latent_vec_<stem>.npy`` (layout pyslowfast). A manifest's
-        ``output_path`` wins in both layouts."""
-        assert self.out is not None
+    @property
+    def name(self) -> str:
+        return self.model.card.name
+
+
+@dataclass
+class Extraction:
+    """A prepared run: what will be processed, with which models and settings. Iterate it to run."""
+
+    sources: list[VideoSource]
+    targets: list[Target]
+    options: RunOptions
+    fmt: str
+    out_dtype: str
+    retry_failed: bool = False
+    on_clips: Callable[[int], None] | None = None
+    layout: str = "vidvec"
+
+    # The single-model view (the first model), as most callers run one model.
+    @property
+    def model(self) -> LoadedModel:
+        return self.targets[0].model
+
+    @property
+    def spec(self) -> SamplingSpec:
+        return self.targets[0].spec
+
+    @property
+    def settings(self) -> dict:
+        return self.targets[0].settings
+
+    @property
+    def settings_hash(self) -> str:
+        return self.targets[0].settings_hash
+
+    def output_path(self, source: VideoSource, target: Target | None = None) -> Path:
+        """Where ``source``'s output goes for ``target`` (default: the first model; its ``out`` must be set):
+        ``OUT/<key>.<format>`` (layouts vidvec and hero), or ``<video folder>/output_vecs/
+        output_latent_vec_<stem>.npy`` (layout pyslowfast). A manifest's ``output_path`` wins in all layouts."""
+        target = target or self.targets[0]
+        assert target.out is not None
         if self.layout == "pyslowfast" and source.output is None:
-            return self.layout_paths[source.key]
-        return output_path(self.out, source.key, self.fmt, source.output)
+            return target.layout_paths[source.key]
+        return output_path(target.out, source.key, self.fmt, source.output)
 
     def __iter__(self) -> Iterator[Outcome]:
-        jobs: list[tuple[int, VideoSource]] = []
+        jobs: list[tuple[int, VideoSource, tuple[int, ...]]] = []
         for index, source in enumerate(self.sources):
-            skipped = self._already_done(source)
-            if skipped is not None:
-                yield skipped
-            else:
-                jobs.append((index, source))
+            wanted = []
+            for t, target in enumerate(self.targets):
+                skipped = self._already_done(source, target)
+                if skipped is not None:
+                    yield skipped
+                else:
+                    wanted.append(t)
+            if wanted:
+                jobs.append((index, source, tuple(wanted)))
         try:
-            for result in run(jobs, self.model, self.spec, self.options, self.on_clips):
-                yield self._record(result)
+            results = run(jobs, [t.model for t in self.targets], [t.spec for t in self.targets], self.options,
+                          self.on_clips)
+            for result in results:
+                yield self._record(result, self.targets[result.stream])
         finally:
-            if self.ledger is not None:
-                self.ledger.close()
+            for target in self.targets:
+                if target.ledger is not None:
+                    target.ledger.close()
 
-    def _already_done(self, source: VideoSource) -> Outcome | None:
-        if self.ledger is None:
+    def _already_done(self, source: VideoSource, target: Target) -> Outcome | None:
+        if target.ledger is None:
             return None
-        path = self.output_path(source)
-        if not self.ledger.should_process(source.key, self.retry_failed):
-            record = self.ledger.get(source.key)
-            return Outcome(source, "skipped", f"already {record.status}", path)
-        # A pyslowfast-layout .npy has no provenance to prove its settings: such a file is simply redone.
+        path = self.output_path(source, target)
+        if not target.ledger.should_process(source.key, self.retry_failed):
+            record = target.ledger.get(source.key)
+            return Outcome(source, "skipped", f"already {record.status}", path, model=target.name)
+        # pyslowfast and hero files have no provenance to prove their settings: such a file is simply redone.
         provenance = self._provenance_of(path) if self.layout == "vidvec" and path.exists() else None
-        if provenance is not None and provenance.get("settings_hash") == self.settings_hash:
+        if provenance is not None and provenance.get("settings_hash") == target.settings_hash:
             # Killed between the write and the ledger commit: the file is complete, adopt it.
-            self.ledger.mark_done(source.key, str(source.path), str(path), int(provenance.get("clips", 0)),
-                                  float(provenance.get("span_seconds", 0.0)), {})
-            return Outcome(source, "skipped", "already written", path)
+            target.ledger.mark_done(source.key, str(source.path), str(path), int(provenance.get("clips", 0)),
+                                    float(provenance.get("span_seconds", 0.0)), {})
+            return Outcome(source, "skipped", "already written", path, model=target.name)
         return None
 
     @staticmethod
@@ -157,31 +213,34 @@ class Extraction:
         except Exception:  # unreadable leftovers are simply redone
             return None
 
-    def _record(self, result: VideoResult) -> Outcome:
+    def _record(self, result: VideoResult, target: Target) -> Outcome:
         source = result.source
+        ledger = target.ledger
         if not result.ok:
-            if self.ledger is not None:
-                self.ledger.mark_failed(source.key, str(source.path), result.reason or "unknown error")
-            return Outcome(source, "failed", result.reason, result=result)
+            if ledger is not None:
+                ledger.mark_failed(source.key, str(source.path), result.reason or "unknown error")
+            return Outcome(source, "failed", result.reason, result=result, model=target.name)
         path = None
-        if self.out is not None:
-            path = self.output_path(source)
+        if target.out is not None:
+            path = self.output_path(source, target)
             try:
                 if self.layout == "pyslowfast":
                     write_latent_vector(path, result.arrays["video_vector"], self.out_dtype,
                                         _video_predictions(result.arrays))
+                elif self.layout == "hero":
+                    write_hero_features(path, result.arrays["features"])
                 else:
-                    write_features(path, self.fmt, result.arrays, self._provenance(result), self.out_dtype)
+                    write_features(path, self.fmt, result.arrays, self._provenance(result, target), self.out_dtype)
             except OSError as error:
                 reason = f"cannot write {path}: {error.strerror or error}"
-                self.ledger.mark_failed(source.key, str(source.path), reason)
-                return Outcome(source, "failed", reason, result=result)
-            self.ledger.mark_done(source.key, str(source.path), str(path), result.clips,
-                                  _span_seconds(result), {"decode_s": result.decode_s, "model_s": result.model_s,
-                                   "wall_s": result.wall_s})
-        return Outcome(source, "done", output=path, result=result)
+                ledger.mark_failed(source.key, str(source.path), reason)
+                return Outcome(source, "failed", reason, result=result, model=target.name)
+            ledger.mark_done(source.key, str(source.path), str(path), result.clips,
+                             _span_seconds(result), {"decode_s": result.decode_s, "model_s": result.model_s,
+                                                     "wall_s": result.wall_s})
+        return Outcome(source, "done", output=path, result=result, model=target.name)
 
-    def _provenance(self, result: VideoResult) -> dict:
+    def _provenance(self, result: VideoResult, target: Target) -> dict:
         return {
             "vidvec_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -190,8 +249,8 @@ class Extraction:
             "span_seconds": _span_seconds(result),
             "clips": result.clips,
             "video": result.info.to_dict() if result.info else None,
-            "settings_hash": self.settings_hash,
-            **self.settings,
+            "settings_hash": target.settings_hash,
+            **target.settings,
             "device": self.options.device,
             "batch_size": self.options.batch_size,
             "software": {"torch": torch.__version__, "av": av.__version__, "python": platform.python_version()},
@@ -219,10 +278,10 @@ def default_workers() -> int:
 
 def prepare(
     inputs: Sequence[str | Path] | str | Path = (),
-    model: str | None = None,
+    model: str | Sequence[str] | None = None,
     out: str | Path | None = None,
     *,
-    weights: str | None = None,
+    weights: str | Sequence[str | None] | None = None,
     list_file: str | Path | None = None,
     manifest: str | Path | None = None,
     fmt: str | None = None,
@@ -233,6 +292,7 @@ def prepare(
     device: str = "cpu",
     dtype: str = "float32",
     sampling: SamplingOverrides | None = None,
+    model_options: Mapping[str, object] | None = None,
     top_k: int = 0,
     logits: bool = False,
     retry_failed: bool = False,
@@ -242,11 +302,29 @@ def prepare(
     """Resolve everything a run needs; raises ExtractError (or the model/weights/source errors) early.
 
     ``model`` None: the architecture a ``weights`` checkpoint names itself (a PySlowFast ``.pyth`` with its
-    cfg), else ``efficientnet_lite0``. ``layout`` "pyslowfast" writes only each video's vector to
-    ``<video folder>/output_vecs/output_latent_vec_<stem>.npy``; ``out`` then holds just the ledger.
+    cfg), else ``efficientnet_lite0``. Several models (a list) share one decoding pass per video; each writes
+    to its own ``out/<model>`` folder, and ``weights``, when given, is a list with one entry per model.
+    ``model_options`` are build options a model declares in its card (e.g. I3D's ``streams``); a model that
+    does not declare one is an error. ``layout`` "pyslowfast" writes only each video's vector to
+    ``<video folder>/output_vecs/output_latent_vec_<stem>.npy`` (``out`` then holds just the ledger); "hero"
+    writes ``out/<key>.npz`` with only ``features`` in float16.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
+    names = [model] if model is None or isinstance(model, str) else list(model)
+    if not names:
+        raise ExtractError("give at least one model")
+    if len(set(names)) != len(names):
+        raise ExtractError(f"a model is named twice: {', '.join(map(str, names))}")
+    several = len(names) > 1
+    if weights is None or isinstance(weights, (str, os.PathLike)):
+        if several and weights is not None:
+            raise ExtractError("with several models, give --weights once per model (in the same order) or not at all")
+        weight_list = [weights] * len(names)
+    else:
+        weight_list = list(weights)
+        if len(weight_list) != len(names):
+            raise ExtractError(f"{len(weight_list)} --weights for {len(names)} models: give one per model")
     if layout not in LAYOUTS:
         raise ExtractError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if layout == "pyslowfast":
@@ -257,6 +335,11 @@ def prepare(
                                "--logits needs --layout vidvec")
         if out is None:
             raise ExtractError("--layout pyslowfast needs an output folder (--out) for its ledger")
+        if several:
+            raise ExtractError("--layout pyslowfast holds one model's vectors; run one model at a time")
+    if layout == "hero" and (fmt not in (None, "npz") or logits or top_k or out is None):
+        raise ExtractError("--layout hero writes OUT/<name>.npz with float16 features only: it needs --out and "
+                           "takes no --format, --logits or --top-k")
     fmt = fmt or ("npy" if layout == "pyslowfast" else "npz")
     if fmt not in FORMATS:
         raise ExtractError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -270,8 +353,49 @@ def prepare(
     sources = collect_sources(inputs, list_file=list_file, manifest=manifest)
     if not sources:
         raise ExtractError("no videos found in the given inputs")
-    loaded = load_model(model, weights=weights, device=device, dtype=DTYPES[dtype])
-    spec = (sampling or SamplingOverrides()).apply(loaded.card.sampling)
+    overrides = sampling or SamplingOverrides()
+    options = {k: v for k, v in (model_options or {}).items() if v is not None}
+    loaded = [_load(name, w, options, device, dtype, several) for name, w in zip(names, weight_list)]
+    unused = set(options) - {k for m in loaded for k in m.card.extra.get("options", {})}
+    if unused:
+        raise ExtractError(f"no model here takes option(s) {', '.join(sorted(unused))}")
+    root = Path(out) if out is not None else None
+    targets = []
+    for m in loaded:
+        # An audio model cuts its own examples: video sampling options do not apply to it.
+        spec = m.card.sampling if m.card.input == "audio" else overrides.apply(m.card)
+        target_out = root / m.card.name if root is not None and several else root
+        targets.append(_target(m, spec, sources, target_out, layout, fmt, dtype, out_dtype, top_k, logits,
+                               _options_for(m.card, options), overwrite))
+    run_options = RunOptions(batch_size=batch_size,
+                             num_workers=default_workers() if num_workers is None else num_workers,
+                             device=device, dtype=dtype, top_k=top_k, logits=logits)
+    return Extraction(sources, targets, run_options, fmt, out_dtype, retry_failed=retry_failed,
+                      on_clips=on_clips, layout=layout)
+
+
+def _options_for(card: ModelCard, options: Mapping[str, object]) -> dict:
+    declared = card.extra.get("options", {})
+    return {k: v for k, v in options.items() if k in declared}
+
+
+def _load(name: str | None, weights: str | None, options: Mapping[str, object], device: str, dtype: str,
+          several: bool) -> LoadedModel:
+    if name is None and several:
+        raise ExtractError("name every model when running several")
+    card = get_card(name) if name is not None else None
+    build = _options_for(card, options) if card is not None else {}
+    if card is not None:
+        for key, value in build.items():
+            allowed = card.extra["options"][key]
+            if value not in allowed:
+                raise ExtractError(f"model {card.name}: {key} must be one of {', '.join(map(str, allowed))}, "
+                                   f"not {value!r}")
+    return load_model(name, weights=weights, device=device, dtype=DTYPES[dtype], build_options=build)
+
+
+def _target(loaded: LoadedModel, spec: SamplingSpec, sources: list[VideoSource], out: Path | None, layout: str,
+            fmt: str, dtype: str, out_dtype: str, top_k: int, logits: bool, build: dict, overwrite: bool) -> Target:
     settings = {
         "model": loaded.card.name,
         "weights": {
@@ -288,25 +412,23 @@ def prepare(
         "top_k": top_k,
         "logits": bool(logits or top_k),
     }
+    if build:  # only then: folders made before model options existed keep their settings hash
+        settings["model_options"] = dict(sorted(build.items()))
     layout_paths: dict[str, Path] = {}
     if layout != "vidvec":  # only then: folders made before layouts existed keep their settings hash
         settings["layout"] = layout
-        layout_paths = dict(zip([s.key for s in sources], pyslowfast_paths([s.path for s in sources])))
+        if layout == "pyslowfast":
+            layout_paths = dict(zip([s.key for s in sources], pyslowfast_paths([s.path for s in sources])))
     digest = settings_hash(settings)
     ledger = None
     if out is not None:
-        out = Path(out)
         ledger = Ledger(out)
         ledger.bind_settings(digest, settings, overwrite=overwrite)
         remove_stale_temps(out)
         for folder in {p.parent for p in layout_paths.values()}:
             if folder.name == PYSLOWFAST_DIR:
                 remove_stale_temps(folder)
-    options = RunOptions(batch_size=batch_size, num_workers=default_workers() if num_workers is None else num_workers,
-                         device=device, dtype=dtype, top_k=top_k, logits=logits)
-    return Extraction(sources, loaded, spec, options, out, fmt, out_dtype, settings, digest,
-                      retry_failed=retry_failed, on_clips=on_clips, ledger=ledger, layout=layout,
-                      layout_paths=layout_paths)
+    return Target(loaded, spec, settings, digest, out, ledger, layout_paths)
 
 
 def extract(inputs: Sequence[str | Path] | str | Path = (), model: str | None = None,

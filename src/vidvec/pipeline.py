@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .clips import Clip, ClipGroup, Event, VideoEvents, VideoFailed, VideoFinished, VideoStarted
+from .clips import Clip, ClipGroup, Event, Stream, VideoEvents, VideoFailed, VideoFinished, VideoStarted
 from .decode import VideoInfo
 from .sampling import SamplingSpec
 from .sources import VideoSource
@@ -36,7 +36,8 @@ class RunOptions:
 
 @dataclass
 class VideoResult:
-    """What one video gave: its arrays (features, timestamps, video_vector, ...) or a failure reason."""
+    """What one video gave one model (``stream``: the model's position in the run): its arrays (features,
+    timestamps, video_vector, ...) or a failure reason."""
 
     index: int
     source: VideoSource
@@ -47,6 +48,7 @@ class VideoResult:
     decode_s: float = 0.0
     model_s: float = 0.0
     wall_s: float = 0.0
+    stream: int = 0
 
     @property
     def clips(self) -> int:
@@ -55,15 +57,14 @@ class VideoResult:
 
 @dataclass
 class _Pending:
-    """A video whose clips are still arriving or waiting in a batch."""
+    """One video's clips for one model, still arriving or waiting in a batch."""
 
-    info: VideoInfo
-    expected: int
+    info: VideoInfo | None
+    began: float
+    expected: int | None = None  # known once the video's decoding has finished
     rows: dict[tuple[int, int], tuple] = field(default_factory=dict)
-    finished: bool = False
     decode_s: float = 0.0
     model_s: float = 0.0
-    began: float = field(default_factory=time.perf_counter)
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -82,13 +83,15 @@ def _return_big_blocks_to_the_os() -> None:
         pass
 
 
-def _events(jobs: list[tuple[int, VideoSource]], spec: SamplingSpec, model: LoadedModel,
-            options: RunOptions) -> Iterator[Event]:
+Job = tuple[int, VideoSource, Sequence[int]]  # (video index, source, the streams (models) it needs)
+
+
+def _events(jobs: list[Job], streams: list[Stream], options: RunOptions) -> Iterator[Event]:
     if options.num_workers <= 0 or not jobs:
-        return iter(VideoEvents(jobs, spec, model.preprocess, options.decoder_threads))
+        return iter(VideoEvents(jobs, streams, options.decoder_threads))
     # Workers send clips in groups (fewer inter-process messages); a few groups in flight per worker
     # keep the model fed while bounding memory.
-    dataset = VideoEvents(jobs, spec, model.preprocess, options.decoder_threads, group=options.batch_size)
+    dataset = VideoEvents(jobs, streams, options.decoder_threads, group=options.batch_size)
     workers = min(options.num_workers, len(jobs))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=workers, prefetch_factor=4,
@@ -96,71 +99,98 @@ def _events(jobs: list[tuple[int, VideoSource]], spec: SamplingSpec, model: Load
     return iter(loader)
 
 
-def run(sources: Sequence[tuple[int, VideoSource]], model: LoadedModel, spec: SamplingSpec,
-        options: RunOptions, on_batch: Callable[[int], None] | None = None) -> Iterator[VideoResult]:
-    """Yield one VideoResult per (index, source), in completion order."""
+def run(jobs: Sequence[Job | tuple[int, VideoSource]], models: LoadedModel | Sequence[LoadedModel],
+        specs: SamplingSpec | Sequence[SamplingSpec], options: RunOptions,
+        on_batch: Callable[[int], None] | None = None) -> Iterator[VideoResult]:
+    """Yield one VideoResult per video and model it needs, in completion order.
+
+    Several models share one decoding pass per video: each is a stream with its own sampling and
+    preprocessing, and its own batches (clips of consecutive videos share them).
+    """
     _return_big_blocks_to_the_os()
-    sources = list(sources)
-    by_index = {index: source for index, source in sources}
-    pending: dict[int, _Pending] = {}
-    batch: list[Clip] = []
+    models = [models] if isinstance(models, LoadedModel) else list(models)
+    specs = [specs] if isinstance(specs, SamplingSpec) else list(specs)
+    streams = [Stream(spec, m.preprocess, m.card.input == "audio") for m, spec in zip(models, specs)]
+    everything = tuple(range(len(models)))
+    jobs = [(job[0], job[1], tuple(job[2]) if len(job) > 2 else everything) for job in jobs]
+    by_index = {index: (source, wanted) for index, source, wanted in jobs}
+    pending: dict[tuple[int, int], _Pending] = {}
+    batches: dict[int, list[Clip]] = {s: [] for s in everything}
     dtype = DTYPES[options.dtype]
     device = torch.device(options.device)
-    video_input = model.card.input == "video"
-    categories = model.categories
+    want_logits = options.top_k > 0 or options.logits
 
-    def forward(clips: list[Clip]) -> None:
+    def forward(stream: int, clips: list[Clip]) -> None:
         began = time.perf_counter()
+        model = models[stream]
         pixels = torch.stack([c.pixels for c in clips]).to(device, non_blocking=True)
+        kind = model.card.input
         with torch.inference_mode():
-            x = model.preprocess.normalize(pixels, dtype, video=video_input)
+            x = pixels.to(dtype) if kind == "audio" else model.preprocess.normalize(pixels, dtype, video=kind == "video")
             latent = model.module(x)
-            want_logits = options.top_k > 0 or options.logits
             logits = model.module.classify(latent) if want_logits else None
-        if not video_input and pixels.shape[1] > 1:  # frame-wise model on multi-frame clips: mean over frames
+        if kind == "image" and pixels.shape[1] > 1:  # frame-wise model on multi-frame clips: mean over frames
             latent = latent.reshape(len(clips), -1, latent.shape[-1]).mean(1)
             logits = None if logits is None else logits.reshape(len(clips), -1, logits.shape[-1]).mean(1)
         latent = latent.float().cpu().numpy()
         logits = None if logits is None else logits.float().cpu().numpy()
         spent = (time.perf_counter() - began) / len(clips)
         for i, clip in enumerate(clips):
-            entry = pending.get(clip.video)
+            entry = pending.get((clip.video, stream))
             if entry is None:  # the video failed after this clip was batched
                 continue
             entry.rows[(clip.clip, clip.crop)] = (
-                latent[i], None if logits is None else logits[i], clip.start, clip.end, clip.padded)
+                latent[i], None if logits is None else logits[i], clip.start, clip.end, clip.padded, clip.stamp)
             entry.model_s += spent
         if on_batch:
             on_batch(len(clips))
 
     def completed() -> Iterator[VideoResult]:
-        for index in [i for i, p in pending.items() if p.finished and len(p.rows) == p.expected]:
-            entry = pending.pop(index)
-            yield VideoResult(index, by_index[index], True, info=entry.info,
-                              arrays=_pool(entry, options.top_k, categories),
+        """Results whose clips have all been through their model (few videos are in flight at a time)."""
+        for key in [k for k, e in pending.items() if e.expected is not None and len(e.rows) >= e.expected]:
+            video, entry = key[0], pending.pop(key)
+            source = by_index[video][0]
+            if not entry.rows:  # nothing to pool (e.g. an audio track shorter than one example)
+                yield VideoResult(video, source, False, "no clips to extract", info=entry.info, stream=key[1])
+                continue
+            yield VideoResult(video, source, True, info=entry.info,
+                              arrays=_pool(entry, options.top_k, models[key[1]].categories),
                               decode_s=entry.decode_s, model_s=entry.model_s,
-                              wall_s=time.perf_counter() - entry.began)
+                              wall_s=time.perf_counter() - entry.began, stream=key[1])
 
-    for event in _events(sources, spec, model, options):
+    def failed(event: VideoFailed) -> Iterator[VideoResult]:
+        source, wanted = by_index[event.video]
+        for stream in wanted if event.stream is None else [event.stream]:
+            entry = pending.pop((event.video, stream), None)
+            batches[stream] = [c for c in batches[stream] if c.video != event.video]
+            yield VideoResult(event.video, source, False, event.reason, info=entry.info if entry else None,
+                              stream=stream)
+
+    for event in _events(jobs, streams, options):
         if isinstance(event, VideoStarted):
-            pending[event.video] = _Pending(event.info, event.clips)
+            began = time.perf_counter()
+            for stream in by_index[event.video][1]:
+                pending[(event.video, stream)] = _Pending(event.info, began)
         elif isinstance(event, (Clip, ClipGroup)):
-            batch.extend(event.unpack() if isinstance(event, ClipGroup) else [event])
+            clips = event.unpack() if isinstance(event, ClipGroup) else [event]
+            stream = clips[0].stream
+            batch = batches[stream]
+            batch.extend(clips)
             while len(batch) >= options.batch_size:
-                forward(batch[:options.batch_size])
-                batch = batch[options.batch_size:]
+                forward(stream, batch[:options.batch_size])
+                del batch[:options.batch_size]
                 yield from completed()
         elif isinstance(event, VideoFinished):
-            pending[event.video].finished = True
-            pending[event.video].decode_s = event.decode_s
+            for stream, count in event.counts.items():
+                entry = pending.get((event.video, stream))
+                if entry is not None:
+                    entry.expected, entry.decode_s = count, event.decode_s
             yield from completed()
         elif isinstance(event, VideoFailed):
-            entry = pending.pop(event.video, None)
-            batch = [c for c in batch if c.video != event.video]
-            yield VideoResult(event.video, by_index[event.video], False, event.reason,
-                              info=entry.info if entry else None)
-    if batch:
-        forward(batch)
+            yield from failed(event)
+    for stream, batch in batches.items():
+        if batch:
+            forward(stream, batch)
     yield from completed()
 
 
@@ -174,6 +204,8 @@ def _pool(entry: _Pending, top_k: int, categories: Sequence[str] | None) -> dict
         "video_vector": features.mean(0),
         "padded": np.array([r[4] for r in rows], dtype=bool),
     }
+    if rows[0][5] is not None:  # a rule with its own clip timestamps (video_features' timestamps_ms)
+        arrays["timestamps_ms"] = np.array([r[5] * 1000.0 for r in rows], dtype=np.float64)
     if any(k[1] for k in keys):
         arrays["crop"] = np.array([k[1] for k in keys], dtype=np.int16)
     if rows[0][1] is not None:

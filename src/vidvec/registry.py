@@ -85,7 +85,7 @@ class ModelCard:
 
     name: str                      # registry name, e.g. 'r2plus1d_18'
     family: str                    # 'torchvision-video', 'torchvision-image', 'efficientnet', ...
-    input: Literal["video", "image"]
+    input: Literal["video", "image", "audio"]
     build: Callable[..., FeatureModel]   # build(num_classes: int | None = None) with RANDOM init, no download
     weights: tuple[Weights, ...]   # first = default; () when no weights are published
     embed_dim: int
@@ -99,8 +99,8 @@ class ModelCard:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # family-specific data
 
     def __post_init__(self) -> None:
-        if self.input not in ("video", "image"):
-            raise ValueError(f"model {self.name}: input must be 'video' or 'image', not {self.input!r}")
+        if self.input not in ("video", "image", "audio"):
+            raise ValueError(f"model {self.name}: input must be 'video', 'image' or 'audio', not {self.input!r}")
         if not self.weights and self.preprocess is None:
             raise ValueError(f"model {self.name} has no weights entries (a card without any needs its own "
                              f"preprocess)")

@@ -11,6 +11,10 @@ datasets: clips picked by frame index from the container's frame count and durat
 (Something-Something v2: frames extracted with ``ffmpeg -r 30``, one frame per segment). They work on frame
 indices and turn each chosen frame i into a sample time inside that frame (``(i + 0.5) / fps``), which the
 decoder maps back to exactly frame i.
+
+``rule="video_features"`` reproduces v-iashin/video_features the same way: its frame choice (every frame,
+or the video re-encoded with ffmpeg's ``fps`` filter), its stacks (incomplete last stack dropped) and its
+``timestamps_ms`` (``ClipPlan.stamp``).
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 Kind = Literal["frames", "windows", "views"]
-Rule = Literal["uniform", "pyslowfast", "pyslowfast_offset", "ssv2", "charades"]
+Rule = Literal["uniform", "pyslowfast", "pyslowfast_offset", "ssv2", "charades", "video_features"]
 _EPS = 1e-6
 # Fields added after the first release: to_dict() lists them only when they differ from their defaults, so the
 # settings hash of a spec that does not use them is what it was before they existed.
@@ -55,6 +59,13 @@ class SamplingSpec:
     - ``charades``: PySlowFast's Charades sampling: the video resampled to ``fps`` (Charades' frames are
       24 fps), view k starts at round(k * max(L - span, 0) / (views - 1)), span = (clip_len - 1) *
       sampling_rate + 1, and takes every ``sampling_rate``-th frame.
+
+    ``rule="video_features"`` (kind frames or windows) reproduces v-iashin/video_features: ``fps`` is its
+    ``extraction_fps`` (None: the video's own frames; else the video re-encoded with ffmpeg's ``fps`` filter),
+    ``clip_len`` its ``stack_size`` (I3D: stack_size + 1, as it reads one frame more for the last flow pair)
+    and ``stride`` its ``step_size``. Stack k holds frames k * stride .. k * stride + clip_len - 1; an
+    incomplete last stack is dropped (a video shorter than one stack raises ValueError). Each clip's
+    ``stamp`` is video_features' timestamp: the presentation time of the clip's last frame.
     """
 
     kind: Kind = "frames"
@@ -84,14 +95,20 @@ class SamplingSpec:
             raise ValueError(f"views must be at least 1, not {self.views}")
         if self.crops not in (1, 3):
             raise ValueError(f"crops must be 1 or 3, not {self.crops}")
-        if self.rule not in ("uniform", "pyslowfast", "pyslowfast_offset", "ssv2", "charades"):
-            raise ValueError("sampling rule must be uniform, pyslowfast, pyslowfast_offset, ssv2 or charades, "
-                             f"not {self.rule!r}")
+        if self.rule not in ("uniform", "pyslowfast", "pyslowfast_offset", "ssv2", "charades", "video_features"):
+            raise ValueError("sampling rule must be uniform, pyslowfast, pyslowfast_offset, ssv2, charades or "
+                             f"video_features, not {self.rule!r}")
         if not isinstance(self.sampling_rate, int) or self.sampling_rate < 1:
             raise ValueError(f"sampling rate must be a whole number of frames >= 1, not {self.sampling_rate!r}")
-        if self.rule in ("uniform", "ssv2") and self.sampling_rate != 1:
+        if self.rule in ("uniform", "ssv2", "video_features") and self.sampling_rate != 1:
             raise ValueError(f"sampling_rate is not used by the {self.rule} rule; set fps instead")
-        if self.rule != "uniform":
+        if self.rule == "video_features":
+            if self.kind == "views":
+                raise ValueError("the video_features rule cuts frames or windows, not views")
+            if self.stride_seconds is not None:
+                raise ValueError("the video_features rule steps in frames (its step_size): set stride, "
+                                 "not stride_seconds")
+        elif self.rule != "uniform":
             if self.kind != "views":
                 raise ValueError(f"the {self.rule} rule places views: use kind='views'")
             if self.fps is None:
@@ -131,6 +148,11 @@ class SamplingSpec:
                     f"{self.sampling_rate} at {fps}" + crops)
         if self.rule == "ssv2":
             return f"PySlowFast SSv2 sampling: {self.clip_len} segments of the video at {fps}" + crops
+        if self.rule == "video_features":
+            if self.kind == "frames":
+                return f"video_features sampling: every frame at {fps}" + crops
+            return (f"video_features sampling: stacks of {self.clip_len} frames, step "
+                    f"{self.stride or self.clip_len}, at {fps}" + crops)
         if self.kind == "frames":
             text = f"frames at {fps}"
         elif self.kind == "windows":
@@ -178,13 +200,18 @@ class StreamTiming:
 
 @dataclass(frozen=True)
 class ClipPlan:
-    """One clip: the sample times it needs (seconds, ascending) and the span it covers."""
+    """One clip: the sample times it needs (seconds, ascending) and the span it covers.
+
+    ``stamp`` (video_features rule only, else None): video_features' timestamp of the clip in seconds, the
+    float its ``timestamps_ms`` holds divided by 1000 (``stamp * 1000`` gives that value bit for bit).
+    """
 
     index: int
     times: tuple[float, ...]
     start: float
     end: float
     padded: bool = False
+    stamp: float | None = None
 
 
 def plan(
@@ -199,9 +226,13 @@ def plan(
 
     A span shorter than one clip gives one clip whose missing frames repeat the last frame
     (``padded=True``); an empty span (or an unknown frame rate) raises ``ValueError``.
-    ``timing`` (the stream's header values) is used by the pyslowfast and ssv2 rules; without it they
-    assume ``round(duration * native_fps)`` frames and PySlowFast's decode-everything path.
+    ``timing`` (the stream's header values) is used by the frame-index rules (pyslowfast, ssv2, charades,
+    video_features); without it they assume ``round(duration * native_fps)`` frames and PySlowFast's
+    decode-everything path. The video_features rule never pads: it raises ``ValueError`` when the video is
+    shorter than one stack.
     """
+    if spec.rule == "video_features":
+        return _plan_video_features(spec, duration, native_fps, start, end, timing)
     if spec.rule != "uniform":
         return _plan_by_index(spec, duration, native_fps, start, end, timing)
     fps = spec.fps or native_fps
@@ -368,15 +399,10 @@ def charades_clip_positions(length: int, num_samples: int, sampling_rate: int, n
     return clips
 
 
-def _plan_by_index(spec: SamplingSpec, duration: float, native_fps: float, start: float,
-                   end: float | None, timing: StreamTiming | None) -> list[ClipPlan]:
-    rate = timing.frame_rate if timing and timing.frame_rate else None
-    fps = float(rate) if rate else native_fps
-    if not fps or not math.isfinite(fps) or fps <= 0:
-        raise ValueError("the video has no usable frame rate")
-    header_frames = timing.num_frames if timing and timing.num_frames and timing.num_frames > 0 else None
-    total = header_frames or max(1, int(round(duration * fps)))
-    # A span is a shorter video made of the frames that start inside it.
+def _index_span(total: int, fps: float, duration: float, start: float,
+                end: float | None) -> tuple[float, float, int, int]:
+    """``[start, end)`` clipped to the video, and the frames that start inside it: a span is a shorter video
+    made of frames f0 .. f1 - 1 of ``total``. Raises ValueError when no frame starts inside it."""
     t0 = max(0.0, start or 0.0)
     t1 = duration if end is None else min(end, duration)
     if not t1 > t0:
@@ -385,6 +411,18 @@ def _plan_by_index(spec: SamplingSpec, duration: float, native_fps: float, start
     f1 = min(total, max(f0, math.ceil(t1 * fps - 1e-6)))
     if f1 <= f0:
         raise ValueError(f"nothing to sample: no frame starts in {t0:.3f}-{t1:.3f} s")
+    return t0, t1, f0, f1
+
+
+def _plan_by_index(spec: SamplingSpec, duration: float, native_fps: float, start: float,
+                   end: float | None, timing: StreamTiming | None) -> list[ClipPlan]:
+    rate = timing.frame_rate if timing and timing.frame_rate else None
+    fps = float(rate) if rate else native_fps
+    if not fps or not math.isfinite(fps) or fps <= 0:
+        raise ValueError("the video has no usable frame rate")
+    header_frames = timing.num_frames if timing and timing.num_frames and timing.num_frames > 0 else None
+    total = header_frames or max(1, int(round(duration * fps)))
+    t0, t1, f0, f1 = _index_span(total, fps, duration, start, end)
     count = f1 - f0
     whole = f0 == 0 and f1 == total
 
@@ -412,4 +450,120 @@ def _plan_by_index(spec: SamplingSpec, duration: float, native_fps: float, start
         frames = [f0 + i for i in indices]
         plans.append(ClipPlan(k, tuple(_frame_time(i, fps) for i in frames), min(frames) / fps,
                               min((max(frames) + 1) / fps, t1), bool(padded)))
+    return plans
+
+
+# -- v-iashin/video_features' rule --------------------------------------------------------------------------
+
+def ffmpeg_fps_filter_frames(pts: Sequence[int], end: int, time_base: Fraction,
+                             out_rate: Fraction) -> list[int]:
+    """Which input frame each output frame of ``ffmpeg -i VIDEO -filter:v fps=fps=R OUT`` shows.
+
+    ``pts``: the input frames' timestamps in ``time_base`` ticks, ascending; ``end``: where the input ends
+    (ffmpeg closes the filter's input at the last frame's timestamp plus its duration). Models the ``fps``
+    filter (its 2018 rewrite, in FFmpeg 4.x to 8; defaults ``round=near``, ``eof_action=round``): input
+    frame j lands on output slot round(pts_j * time_base * R), halves up; slots from the first frame's up to
+    round(end * time_base * R), exclusive, each show the last input frame whose slot is not after them, so a
+    frame is dropped when the next one rounds to the same slot and repeated when the next one is more than a
+    slot later. ffmpeg's constant-rate output stage keeps these frames as they are (they already sit on its
+    grid). Checked against FFmpeg's own filter in the tests.
+    """
+    if not pts:
+        return []
+    scale = time_base * out_rate
+    num, den = scale.numerator, scale.denominator
+    slots = [(2 * p * num + den) // (2 * den) for p in pts]  # integer rounding, as av_rescale_q_rnd
+    stop = (2 * end * num + den) // (2 * den)
+    out: list[int] = []
+    current = 0
+    for slot in range(slots[0], stop):
+        while current + 1 < len(slots) and slots[current + 1] <= slot:
+            current += 1
+        out.append(current)
+    return out
+
+
+def mp4_timescale(rate: Fraction) -> int:
+    """Ticks per second of the video track ffmpeg's mp4 muxer writes for a stream encoded at ``rate`` fps: the
+    encoder's time base is 1/rate, and the muxer doubles its denominator until it reaches 10000."""
+    scale = rate.numerator
+    while scale < 10000:
+        scale *= 2
+    return scale
+
+
+class _FrameClock:
+    """Frame i's timestamp in a constant-rate stream, and the float OpenCV reports for it.
+
+    With a time base, frame i sits round(i * ticks per frame) ticks after the first frame, and OpenCV's
+    CAP_PROP_POS_MSEC is ``ticks * (num / den) * 1000`` in double arithmetic, in that order; without one, ticks
+    are frames (``unit`` = 1 / rate) and the stamp is video_features' own later formula ``i / fps * 1000``.
+    """
+
+    def __init__(self, rate: Fraction, time_base: Fraction | None) -> None:
+        self.unit = time_base or 1 / rate
+        per_frame = 1 / (rate * self.unit)
+        self._num, self._den = per_frame.numerator, per_frame.denominator
+        self._tick_seconds = time_base.numerator / time_base.denominator if time_base else None
+        self._fps = float(rate)
+
+    def ticks(self, index: int) -> int:
+        return (2 * index * self._num + self._den) // (2 * self._den)
+
+    def stamp(self, index: int) -> float:
+        if self._tick_seconds is None:
+            return index / self._fps
+        return self.ticks(index) * self._tick_seconds
+
+
+def _plan_video_features(spec: SamplingSpec, duration: float, native_fps: float, start: float,
+                         end: float | None, timing: StreamTiming | None) -> list[ClipPlan]:
+    """v-iashin/video_features: every frame of the video (or of its ``fps``-filtered re-encode) in order,
+    cut into stacks of ``clip_len`` every ``stride`` frames; each clip stamped with its last frame's time.
+
+    Its extractors read frames with OpenCV (or torchvision for R(2+1)D and S3D, same frames) and stamp each
+    stack with CAP_PROP_POS_MSEC after reading the stack's last frame: that frame's presentation time. With
+    ``extraction_fps`` the video is first re-encoded to mp4 with ``-filter:v fps=fps=N``, so the frames are
+    the filter's and the times those of the new file (frame k at k / N s, counted in ticks of its mp4 track's
+    timescale). A span ``[start, end)`` is treated as a shorter video cut at its frames, stamps staying on the
+    source video's clock.
+    """
+    rate = timing.frame_rate if timing and timing.frame_rate else None
+    if rate is None and native_fps and math.isfinite(native_fps) and native_fps > 0:
+        rate = Fraction(native_fps).limit_denominator(1_000_000)
+    if not rate or rate <= 0:
+        raise ValueError("the video has no usable frame rate")
+    fps = float(rate)
+    header_frames = timing.num_frames if timing and timing.num_frames and timing.num_frames > 0 else None
+    total = header_frames or max(1, int(round(duration * fps)))
+    t0, t1, f0, f1 = _index_span(total, fps, duration, start, end)
+    clock = _FrameClock(rate, timing.time_base if timing else None)
+
+    if spec.fps is None:
+        frames = list(range(f0, f1))
+        stamps = [clock.stamp(i) for i in frames]
+    else:
+        # ffmpeg reads the span's frames and ends one frame duration after the last (CFR: at frame f1)
+        origin = clock.ticks(f0)
+        pts = [clock.ticks(i) - origin for i in range(f0, f1)]
+        out_rate = Fraction(spec.fps).limit_denominator(2**31 - 1)  # ffmpeg's av_d2q of the filter's rate
+        kept = ffmpeg_fps_filter_frames(pts, clock.ticks(f1) - origin, clock.unit, out_rate)
+        frames = [f0 + j for j in kept]
+        scale = mp4_timescale(out_rate)
+        ticks = scale * out_rate.denominator // out_rate.numerator  # one output frame, in track ticks
+        offset = clock.stamp(f0) if f0 else 0.0
+        stamps = [offset + (k * ticks) * (1 / scale) for k in range(len(frames))]
+
+    length = spec.clip_len if spec.kind == "windows" else 1
+    step = (spec.stride or spec.clip_len) if spec.kind == "windows" else 1
+    count = (len(frames) - length) // step + 1 if len(frames) >= length else 0
+    if count == 0:
+        rate_text = f"{spec.fps:g} fps" if spec.fps else f"its native {fps:g} fps"
+        raise ValueError(f"too short for video_features sampling: {len(frames)} frames at {rate_text}, "
+                         f"fewer than one stack of {length} (video_features drops incomplete stacks)")
+    plans = []
+    for k in range(count):
+        stack = frames[k * step:k * step + length]
+        plans.append(ClipPlan(k, tuple(_frame_time(i, fps) for i in stack), min(stack) / fps,
+                              min((max(stack) + 1) / fps, t1), padded=False, stamp=stamps[k * step + length - 1]))
     return plans

@@ -338,18 +338,20 @@ class LoadedModel:
 
 def load_model(name: str | None, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32,
-               progress: Callable[[int, int], None] | None = None) -> LoadedModel:
+               progress: Callable[[int, int], None] | None = None,
+               build_options: Mapping[str, object] | None = None) -> LoadedModel:
     """Build a registered model and load its weights (see ``resolve`` for what ``weights`` may be).
 
     ``name`` None: the architecture a checkpoint file ``weights`` names itself (e.g. the cfg a PySlowFast
     ``.pyth`` embeds, see ``registry.card_from_checkpoint``), else :data:`DEFAULT_MODEL`.
+    ``build_options`` go to the card's ``build`` (options it declares in ``card.extra["options"]``).
     """
     card = _card_for(name, weights)
     entry, path = resolve(card, weights, progress)
     # User checkpoints and random init use the default entry's preprocessing and categories.
     preprocess, categories = card.preprocess_for(entry), card.categories_for(entry)
     num_classes = len(categories) if categories else None
-    module = card.build(num_classes=num_classes)
+    module = card.build(num_classes=num_classes, **dict(build_options or {}))
     digest = "random"
     if path is not None:
         _load_checkpoint_into(card, module, path)

@@ -27,7 +27,8 @@ FORMATS = ("npz", "npy", "pt")
 # Where files go: "vidvec" (OUT/<key>.<format> with every array and the provenance) or "pyslowfast"
 # (<video folder>/output_vecs/output_latent_vec_<video stem>.npy holding only the video vector, shape (D,),
 # the layout PySlowFast latent-vector scripts read).
-LAYOUTS = ("vidvec", "pyslowfast")
+# "hero": OUT/<key>.npz holding only ``features`` in float16, the layout HERO's feature loaders read.
+LAYOUTS = ("vidvec", "pyslowfast", "hero")
 PYSLOWFAST_DIR = "output_vecs"
 PYSLOWFAST_PREFIX = "output_latent_vec_"
 TEMP_MARK = ".vidvec-tmp"
@@ -98,6 +99,18 @@ def write_latent_vector(path: Path, vector: Any, out_dtype: str = "float32",
     with atomic_path(Path(path)) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(arr.astype(out_dtype, copy=False)), allow_pickle=False)
+    return Path(path)
+
+
+def write_hero_features(path: Path, features: Any) -> Path:
+    """Write a video's clip features (N, D) as HERO reads them: an ``.npz`` whose only array is
+    ``features``, float16; atomically; return ``path``."""
+    arr = np.asarray(features)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"HERO features must be a 2-D float array, not {arr.dtype} {arr.shape}")
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, features=arr.astype(np.float16))
     return Path(path)
 
 

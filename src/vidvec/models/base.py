@@ -24,6 +24,12 @@ class FeatureModel(nn.Module):
         """Logits for latent vectors from ``forward``; None when there is no classifier."""
         return None
 
+    has_text = False  # True for models with a text tower (CLIP, MIL-NCE): ``encode_text`` then works
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """(N, D) vectors for sentences, in the same space as ``forward``'s (models with a text tower)."""
+        raise NotImplementedError(f"{type(self).__name__} has no text encoder")
+
 
 class HeadSwapModel(FeatureModel):
     """A torchvision-style net whose classifier attribute(s) now return their input.
