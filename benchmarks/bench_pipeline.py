@@ -62,10 +62,15 @@ def make_long_video(path: Path, seconds: int, size: tuple[int, int] = (1280, 720
 
 def model_only(name: str, batch_size: int, clips: int) -> float:
     """clips/s of the model alone on ready-made normalised input of the model's shape."""
-    model = vidvec.load_model(name, weights="random" if name != "efficientnet_lite0" else None)
+    model = vidvec.load_model(name, weights=_weights(name))
     spec, pre = model.card.sampling, model.preprocess
     frames = spec.clip_len
-    shape = (batch_size, 3, frames, *pre.crop) if model.card.input == "video" else (batch_size * frames, 3, *pre.crop)
+    if model.card.input == "audio":
+        shape = (batch_size, pre.example_samples)
+    elif model.card.input == "video":
+        shape = (batch_size, 3, frames, *pre.crop)
+    else:
+        shape = (batch_size * frames, 3, *pre.crop)
     x = torch.randn(shape)
     with torch.inference_mode():
         model.module(x)  # warm-up
@@ -80,7 +85,7 @@ def end_to_end(name: str, videos: list[Path], batch_size: int, workers: int,
                fps: float | None) -> tuple[float, int, float]:
     """clips/s of a whole extract run (decode workers + model + pooling, nothing written), the clip count,
     and seconds of video processed per second."""
-    weights = None if name == "efficientnet_lite0" else "random"
+    weights = _weights(name)
     sampling = SamplingOverrides(fps=fps)
     # warm-up on one video so both measurements exclude model loading and first-call costs
     list(vidvec.extract(videos[:1], name, None, weights=weights, batch_size=batch_size, num_workers=0,
@@ -92,6 +97,35 @@ def end_to_end(name: str, videos: list[Path], batch_size: int, workers: int,
     clips = sum(o.result.clips for o in outcomes if o.result)
     video_seconds = sum(o.result.info.duration for o in outcomes if o.result and o.result.info)
     return clips / wall, clips, video_seconds / wall
+
+
+def _weights(name: str) -> str | None:
+    # Only efficientnet_lite0's real weights are at hand without a download; the others run random weights
+    # (the same compute).
+    return None if name == "efficientnet_lite0" else "random"
+
+
+def several_vs_sequential(names: list[str], videos: list[Path], batch_size: int, workers: int,
+                          fps: float | None) -> tuple[float, float, dict[str, float]]:
+    """Wall seconds of one run with all models (one decoding pass per video) and of the models run one
+    after another, each run warm (models loaded, first-call costs paid on one video beforehand)."""
+    weights = [_weights(n) for n in names]
+    sampling = SamplingOverrides(fps=fps)
+
+    def timed(models, weight) -> float:
+        list(vidvec.extract(videos[:1], models, None, weights=weight, batch_size=batch_size, num_workers=0,
+                            sampling=sampling))
+        began = time.perf_counter()
+        outcomes = list(vidvec.extract(videos, models, None, weights=weight, batch_size=batch_size,
+                                       num_workers=workers, sampling=sampling))
+        failed = [o for o in outcomes if o.status == "failed" and "no audio" not in (o.reason or "")]
+        if failed:
+            raise SystemExit(f"benchmark run failed: {failed[0].source.path} [{failed[0].model}]: {failed[0].reason}")
+        return time.perf_counter() - began
+
+    alone = {name: timed(name, weight) for name, weight in zip(names, weights)}
+    together = timed(names, weights)
+    return together, sum(alone.values()), alone
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -163,6 +197,9 @@ def main() -> None:
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--skip-models", action="store_true")
+    parser.add_argument("--several", nargs="+", default=["clip_vit_b32", "resnet18", "vggish"],
+                        help="models for the one-decode vs sequential comparison (empty: skip it)")
+    parser.add_argument("--several-fps", type=float, default=1.0, help="frame rate of the frame-wise models there")
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__} threads {torch.get_num_threads()}, "
@@ -195,6 +232,18 @@ def main() -> None:
             best_e2e, seconds = max(e2e)
             print(f"| {name} | {workers} | {clips} | {max(alone):.2f} | {best_e2e:.2f} | "
                   f"{best_e2e / max(alone):.2f} | {seconds:.1f} |", flush=True)
+
+    if args.several and not args.skip_models:
+        every = sorted((SHARED / "assets" / "videos").glob("*"))
+        print(f"\n## several models on one decoding pass vs one after another: {', '.join(args.several)}, all "
+              f"{len(every)} shared videos, frame-wise models at {args.several_fps:g} fps, workers {args.workers}")
+        print("| run | wall (s) |\n|---|---|")
+        together, sequential, alone = several_vs_sequential(args.several, every, args.batch_size, args.workers,
+                                                            args.several_fps)
+        for name, wall in alone.items():
+            print(f"| {name} alone | {wall:.1f} |")
+        print(f"| sum of the single runs | {sequential:.1f} |\n| all models, one decode | {together:.1f} |")
+        print(f"one decode / sequential: {together / sequential:.2f} (target <= 0.7)", flush=True)
 
     if not args.skip_rss:
         print("\n## peak RSS, efficientnet_lite0 at 1 fps on generated 720p h264 30 fps")

@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +141,37 @@ def test_progress_bar_on_a_terminal(folder, tmp_path):
     screen = b"".join(chunks).decode(errors="replace")
     assert "videos" in screen and "2/2" in screen and "clips/s" in screen and "ETA" in screen
     assert "] done " not in screen  # the per-video plain lines are for non-terminals
+
+
+def test_several_models_write_one_folder_each_and_report_per_model(tmp_path, shared_dir):
+    videos = shared_dir / "assets" / "videos"
+    out = tmp_path / "out"
+    result = vidvec("extract", videos / "v_GGSY1Qvo990.mp4", videos / "TrumanShow_wave_f_nm_np1_fr_med_26.avi",
+                    "-m", "efficientnet_lite0", "-m", "vggish", "--weights", "default", "--weights", "random",
+                    "--fps", "1", "--num-workers", "1", "-o", out)
+    assert result.returncode == 1, result.stderr  # the silent HMDB clip fails for vggish only
+    assert "FAILED" in result.stderr and "[vggish]" in result.stderr and "has no audio stream" in result.stderr
+    assert "done 3, failed 1" in result.stderr
+    assert f"vidvec status {out / 'efficientnet_lite0'} {out / 'vggish'}" in result.stderr
+    assert (out / "efficientnet_lite0" / "TrumanShow_wave_f_nm_np1_fr_med_26.npz").exists()
+    arrays, provenance = read_features(out / "vggish" / "v_GGSY1Qvo990.npz")
+    assert arrays["features"].shape == (18, 128) and provenance["model"] == "vggish"
+    np.testing.assert_allclose(arrays["timestamps"][:, 0], np.arange(18) * 0.96, atol=1e-9)
+    mismatch = vidvec("extract", videos / "v_GGSY1Qvo990.mp4", "-m", "efficientnet_lite0", "-m", "vggish",
+                      "--weights", "random", "-o", tmp_path / "o2")
+    assert mismatch.returncode == 2 and "1 --weights for 2 models: give one per model" in mismatch.stderr
+
+
+def test_encode_text_prints_or_writes_vectors(tmp_path):
+    import json
+
+    result = vidvec("encode-text", "a dog on a skateboard", "juggling a ball", "-m", "clip_vit_b32",
+                    "--weights", "random", check=0)
+    payload = json.loads(result.stdout)
+    assert payload["model"] == "clip_vit_b32" and len(payload["vectors"]) == 2
+    assert len(payload["vectors"][0]) == 512 and payload["vectors"][0] != payload["vectors"][1]
+    target = tmp_path / "text.npy"
+    vidvec("encode-text", "a dog", "-m", "clip_vit_b32", "--weights", "random", "--out", target, check=0)
+    assert np.load(target).shape == (1, 512)
+    refused = vidvec("encode-text", "a dog", "-m", "resnet18", "--weights", "random")
+    assert refused.returncode == 2 and "has no text encoder" in refused.stderr and "clip_vit_b32" in refused.stderr

@@ -98,3 +98,23 @@ def test_hero_layout_writes_float16_features_only(videos, tmp_path):
     assert [o.status for o in again] == ["skipped"]
     with pytest.raises(ExtractError, match="float16 features only"):
         vidvec.prepare(videos, "efficientnet_lite0", tmp_path / "h2", layout="hero", top_k=3)
+
+
+def test_video_features_preset_reproduces_its_clip_counts_and_timestamps(shared_dir, tmp_path):
+    """resnet at 1 fps (18 frames stamped 0, 1000, ... ms) and R(2+1)D-34 8x8 at 1 fps (2 clips), as
+    v-iashin/video_features gave for this video (shared/fixtures/video_features)."""
+    from video_features_fixtures import load_reference
+
+    video = shared_dir / "assets" / "videos" / "v_GGSY1Qvo990.mp4"
+    references = shared_dir / "fixtures" / "video_features" / "tests"
+    outcomes = list(vidvec.extract([video], ["resnet18", "r2plus1d_34_8_ig65m_kinetics"], tmp_path / "o",
+                                   weights=["random", "random"], num_workers=0,
+                                   sampling=SamplingOverrides.preset("video_features", fps=1.0)))
+    by_model = {o.model: o for o in outcomes}
+    stamps = load_reference(references / "resnet" / "reference" / "v_GGSY1Qvo990_resnet101_1_1_timestamps_ms.pt")
+    np.testing.assert_array_equal(by_model["resnet18"].result.arrays["timestamps_ms"], stamps)
+    r21d = load_reference(references / "r21d" / "reference" /
+                          "v_GGSY1Qvo990_r2plus1d_34_8_ig65m_ft_kinetics_None_None_1_r21d.pt")
+    assert by_model["r2plus1d_34_8_ig65m_kinetics"].features.shape == r21d.shape == (2, 512)
+    with pytest.raises(ExtractError, match="efficientnet_lite0 has no video_features preset"):
+        vidvec.prepare([video], "efficientnet_lite0", None, sampling=SamplingOverrides.preset("video_features"))

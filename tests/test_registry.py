@@ -15,14 +15,19 @@ from vidvec.registry import ModelCard, Weights, _REGISTRY, get_card, list_models
 from vidvec.transforms import Preprocess
 
 VIDEO = ["mc3_18", "mvit_v1_b", "mvit_v2_s", "r2plus1d_18", "r3d_18", "s3d", "swin3d_b", "swin3d_s", "swin3d_t"]
-IMAGE = ["resnet152", "resnet50"]
+IMAGE = ["resnet101", "resnet152", "resnet18", "resnet34", "resnet50"]
 ALL = sorted(VIDEO + IMAGE + ["efficientnet_lite0"])   # the torchvision/efficientnet cards checked below
-# PySlowFast's MODEL_ZOO cards are checked in test_pyslowfast_zoo.py.
+# The other families' cards are checked in their own files (test_pyslowfast_zoo, test_clip, test_ig65m, ...).
+OTHERS = {"clip": ["clip_rn50x4", "clip_vit_b16", "clip_vit_b32", "clip_vit_l14"],
+          "r2plus1d": ["r2plus1d_34_32_ig65m_kinetics", "r2plus1d_34_8_ig65m_kinetics"],
+          "s3d": ["s3d_howto100m", "s3d_kinetics400"], "audio": ["vggish"], "i3d": ["i3d"]}
 PYSLOWFAST = list_models("pyslowfast")
 
 
 def test_all_models_listed():
-    assert list_models() == sorted(ALL + PYSLOWFAST)
+    assert list_models() == sorted(ALL + PYSLOWFAST + [n for names in OTHERS.values() for n in names])
+    for family, names in OTHERS.items():
+        assert list_models(family) == names
     assert len(PYSLOWFAST) >= 20
     assert list_models("torchvision-video") == VIDEO
     assert list_models("torchvision-image") == IMAGE
@@ -42,12 +47,13 @@ def test_get_card_unknown_suggests_close_names():
 
 def test_duplicate_registration_rejected_and_registry_unchanged():
     original = get_card("r3d_18")
+    before = dict(_REGISTRY)
     with pytest.raises(ValueError, match="already registered"):
         register_model(lambda: replace(original, description="impostor"))
     assert get_card("r3d_18") is original
     with pytest.raises(TypeError, match="must return a ModelCard"):
         register_model(lambda: "not a card")
-    assert sorted(_REGISTRY) == sorted(ALL + PYSLOWFAST)
+    assert _REGISTRY == before
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -139,9 +145,10 @@ def test_import_is_cheap():
         torch.load = lambda *a, **k: loads.append(a) or orig_load(*a, **k)
         import vidvec.models
         from vidvec.registry import list_models
-        assert len(list_models()) - len(list_models("pyslowfast")) == 12 and list_models("pyslowfast")
+        assert len(list_models()) - len(list_models("pyslowfast")) == EXPECTED and list_models("pyslowfast")
         print(len(built), len(loads))
     """)
+    code = code.replace("EXPECTED", str(len(ALL) + sum(len(names) for names in OTHERS.values())))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "0"], out.stdout + out.stderr
 

@@ -61,6 +61,9 @@ def extract(
                                                     "(each model's v-iashin/video_features defaults and timestamps_ms; "
                                                     "--fps/--clip-len/--stride set its extraction_fps/stack/step)."),
     streams: Optional[str] = typer.Option(None, help="I3D: rgb, flow or both (default)."),
+    option: Optional[List[str]] = typer.Option(
+        None, "--option", help="A model build option as KEY=VALUE, e.g. flow=raft_small (I3D) or "
+        "postprocess=true (VGGish); `vidvec models` lists each model's options."),
     top_k: int = typer.Option(0, help="Also store the top-k classes per clip and per video."),
     logits: bool = typer.Option(False, "--logits", help="Also store the classifier logits."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process videos that failed before again."),
@@ -89,7 +92,8 @@ def extract(
     try:
         run = prepare(inputs or [], models, out, weights=weights or None, list_file=list_file, manifest=manifest,
                       fmt=fmt, layout=layout, out_dtype=out_dtype, batch_size=batch_size, num_workers=num_workers,
-                      device=device, dtype=dtype, sampling=overrides, model_options={"streams": streams},
+                      device=device, dtype=dtype, sampling=overrides,
+                      model_options={"streams": streams, **_parse_options(option or [])},
                       top_k=top_k, logits=logits, retry_failed=retry_failed, overwrite=overwrite,
                       on_clips=clip_counter)
     except (ExtractError, SettingsMismatch, SourceError, WeightsError, ValueError) as error:
@@ -100,7 +104,8 @@ def extract(
         err.print(f"vidvec: {len(run.sources)} video(s), device {run.options.device} -> {out}", highlight=False,
                   soft_wrap=True)
         for target in run.targets:
-            err.print(f"  model {target.name} ({target.settings['weights']['name']}), {target.spec.describe()}"
+            err.print(f"  model {target.name} ({target.settings['weights']['name']}), "
+                      f"{describe_sampling(target.model.card, target.spec)}"
                       + (f" -> {target.out}" if several else ""), highlight=False, soft_wrap=True)
     counts = {"done": 0, "failed": 0, "skipped": 0}
     began = time.perf_counter()
@@ -136,7 +141,7 @@ def extract(
               highlight=False, soft_wrap=True)
     if counts["failed"]:
         folders = " ".join(str(t.out) for t in run.targets) if several else str(out)
-        err.print(f"see failures with: vidvec status {folders}", highlight=False)
+        err.print(f"see failures with: vidvec status {folders}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -151,6 +156,17 @@ class _ClipCounter:
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]videos"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False)
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    options: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--option takes KEY=VALUE, not {pair!r}")
+        text = value.strip()
+        options[key.strip()] = {"true": True, "false": False}.get(text.lower(), text)
+    return options
 
 
 def _parse_stride(stride: str | None) -> dict:
@@ -247,7 +263,10 @@ def encode_text(
     if not loaded.module.has_text:
         text_models = ", ".join(n for n in list_models_with_text()) or "none"
         _fail(f"model {card.name} has no text encoder; models with one: {text_models}")
-    vectors = loaded.module.encode_text(texts).float().cpu().numpy()
+    import torch
+
+    with torch.inference_mode():
+        vectors = loaded.module.encode_text(texts).float().cpu().numpy()
     if out_file is None:
         print(json.dumps({"model": card.name, "texts": texts, "vectors": vectors.tolist()}))
         return
@@ -273,13 +292,21 @@ def models(family: Optional[str] = typer.Option(None, help="Only this family."))
     if not names:
         _fail(f"no models in family {family!r}")
     table = Table(title="vidvec models")
-    for column in ("name", "family", "input", "dim", "default sampling", "weights (first is default)"):
+    for column in ("name", "family", "input", "dim", "default sampling", "weights (first is default)", "options"):
         table.add_column(column, overflow="fold")
     for name in names:
         card = get_card(name)
-        table.add_row(name, card.family, card.input, str(card.embed_dim), card.sampling.describe(),
-                      ", ".join(w.name for w in card.weights) or "none published (--weights PATH)")
+        options = "; ".join(f"{k}: {'|'.join(map(str, v))}" for k, v in card.extra.get("options", {}).items())
+        table.add_row(name, card.family, card.input, str(card.embed_dim), describe_sampling(card),
+                      ", ".join(w.name for w in card.weights) or "none published (--weights PATH)", options)
     Console(width=max(160, Console().width)).print(table)
+
+
+def describe_sampling(card, spec=None) -> str:
+    """How a model sees a video, in words: its clip sampling, or its audio examples for an audio model."""
+    if card.input == "audio":
+        return card.preprocess_for(None).describe()
+    return (spec or card.sampling).describe()
 
 
 def main() -> None:  # pragma: no cover - console entry point

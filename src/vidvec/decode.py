@@ -105,8 +105,9 @@ def _select_stream(container: av.container.InputContainer) -> av.video.stream.Vi
     return stream
 
 
-def _raw_frames(container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame]:
-    """Decoded frames of ``stream`` from the container's current position; corrupt packets are skipped."""
+def decoded_frames(container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame | av.AudioFrame]:
+    """Decoded frames of ``stream`` (video or audio) from the container's current position; corrupt packets
+    are skipped, a demuxer that gives up mid-file ends the stream with what was decoded."""
     demux = container.demux(stream)
     while True:
         try:
@@ -160,7 +161,7 @@ class _Opened:
                 # Frame+slice threading; thread_count 0 lets FFmpeg pick one per core.
                 self.stream.thread_type = "AUTO"
                 self.stream.codec_context.thread_count = threads
-            self.raw = _raw_frames(self.container, self.stream)
+            self.raw = decoded_frames(self.container, self.stream)
             try:
                 self.first = next(self.raw, None)
             except av.error.FFmpegError as err:
@@ -341,7 +342,7 @@ class VideoDecoder:
         self._fresh = True  # nothing consumed yet: frames() can start here without reopening
 
     def _reset_after_seek(self) -> None:
-        self._raw = _raw_frames(self._container, self._stream)
+        self._raw = decoded_frames(self._container, self._stream)
         self._prev = None
         self._prev_rgb = {}
         self._pending = None

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from torch import Tensor, nn
 
+    from vidvec.audio import AudioFrontend
     from vidvec.models.base import FeatureModel
 
 
@@ -35,7 +36,7 @@ class Weights:
     # -> 'b3b3357e'); either way the file's sha256 must start with it.
     sha256: str | None
     license: str
-    preprocess: Preprocess
+    preprocess: Preprocess | AudioFrontend  # an AudioFrontend for audio models
     categories: tuple[str, ...] | None     # class names for top-k
     num_params: int | None
     metrics: dict = field(hash=False)      # e.g. {'acc@1': 57.5}; not hashed (dicts are not hashable)
@@ -130,7 +131,7 @@ class ModelCard:
         raise ValueError(f"model {self.name} has no weights {name!r}; "
                          f"valid: {', '.join(self.weight_names())} (first is the default)")
 
-    def preprocess_for(self, entry: Weights | None) -> Preprocess:
+    def preprocess_for(self, entry: Weights | None) -> Preprocess | AudioFrontend:
         """The preprocessing for ``entry``; user checkpoints and random init use the default entry's."""
         if entry is not None:
             return entry.preprocess

@@ -91,6 +91,14 @@ class HeadSwapModel(FeatureModel):
         return f"net={type(self.net).__name__}, head={self._head_names}"
 
 
+def with_batchnorm_counters(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with the BatchNorm ``num_batches_tracked`` counters it lacks added (files saved by PyTorch
+    before 0.4 have none; they only count training steps and do not change inference)."""
+    for key in [k for k in state if k.endswith(".running_mean")]:
+        state.setdefault(key[: -len("running_mean")] + "num_batches_tracked", torch.tensor(0))
+    return state
+
+
 # --- torchvision weights enums -> vidvec Weights (shared by the torchvision model files) ---
 
 TORCHVISION_LICENSE = "BSD-3-Clause (torchvision model zoo); the training data's terms may also apply"

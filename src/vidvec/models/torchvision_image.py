@@ -1,4 +1,11 @@
-"""torchvision's ImageNet classifiers as frame-wise feature models (one vector per sampled frame)."""
+"""torchvision's ImageNet classifiers as frame-wise feature models (one vector per sampled frame).
+
+ResNet-18/34/50/101/152 (``resnet18`` ... ``resnet152``): preprocessing is the weights entry's torchvision
+transforms: short side resized to 256 (IMAGENET1K_V1, the default; also what v-iashin/video_features uses) or 232
+(IMAGENET1K_V2, ResNet-50/101/152 only), bilinear, centre crop 224x224, pixels / 255 normalised with ImageNet mean
+(0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225). Vector: the global average pool of layer4, the input of
+``fc``: 512-d for ResNet-18/34, 2048-d for ResNet-50 and deeper.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,8 @@ from vidvec.sampling import SamplingSpec
 FAMILY = "torchvision-image"
 # Frame-wise models see single frames; the video's own frame rate unless the user sets one.
 FRAMES_NATIVE = SamplingSpec("frames", fps=None)
+# v-iashin/video_features' frame choice for its ResNet extractor (every frame at the video's own rate by default).
+VIDEO_FEATURES_FRAMES = SamplingSpec("frames", fps=None, rule="video_features")
 
 
 def build_torchvision_image(fn_name: str, head: str, default_classes: int = 1000,
@@ -34,18 +43,39 @@ def _card(name: str, enum: type, embed_dim: int, head: str, latent: str, descrip
         sampling=FRAMES_NATIVE,
         latent=latent,
         description=description,
+        extra={"video_features": VIDEO_FEATURES_FRAMES},
     )
+
+
+_LATENT_512 = "global average pool of layer4 (the input of fc), 512-d"
+_LATENT_2048 = "global average pool of layer4 (the input of fc), 2048-d"
+
+
+@register_model
+def resnet18() -> ModelCard:
+    return _card("resnet18", tvm.ResNet18_Weights, 512, "fc", _LATENT_512,
+                 "ResNet-18 (He et al. 2016), ImageNet-1k, original recipe")
+
+
+@register_model
+def resnet34() -> ModelCard:
+    return _card("resnet34", tvm.ResNet34_Weights, 512, "fc", _LATENT_512,
+                 "ResNet-34 (He et al. 2016), ImageNet-1k, original recipe")
 
 
 @register_model
 def resnet50() -> ModelCard:
-    return _card("resnet50", tvm.ResNet50_Weights, 2048, "fc",
-                 "global average pool of layer4 (the input of fc), 2048-d",
+    return _card("resnet50", tvm.ResNet50_Weights, 2048, "fc", _LATENT_2048,
                  "ResNet-50 (He et al. 2016), ImageNet-1k; V1 original recipe, V2 new torchvision recipe")
 
 
 @register_model
+def resnet101() -> ModelCard:
+    return _card("resnet101", tvm.ResNet101_Weights, 2048, "fc", _LATENT_2048,
+                 "ResNet-101 (He et al. 2016), ImageNet-1k; V1 original recipe, V2 new torchvision recipe")
+
+
+@register_model
 def resnet152() -> ModelCard:
-    return _card("resnet152", tvm.ResNet152_Weights, 2048, "fc",
-                 "global average pool of layer4 (the input of fc), 2048-d",
+    return _card("resnet152", tvm.ResNet152_Weights, 2048, "fc", _LATENT_2048,
                  "ResNet-152 (He et al. 2016), ImageNet-1k; V1 original recipe, V2 new torchvision recipe")
