@@ -128,6 +128,30 @@ def several_vs_sequential(names: list[str], videos: list[Path], batch_size: int,
     return together, sum(alone.values()), alone
 
 
+def i3d_flow_share(flow: str, size: int = 224) -> tuple[float, float]:
+    """Seconds RAFT takes for one I3D clip's 64 flows, and seconds the two I3D streams take on that clip."""
+    model = vidvec.load_model("i3d", weights="random", build_options={"flow": flow}).module
+    x = torch.rand(1, 3, 65, size, size) * 2 - 1
+    with torch.inference_mode():
+        began = time.perf_counter()
+        flow_input = model.flow_input(x)
+        flow_s = time.perf_counter() - began
+        began = time.perf_counter()
+        model.rgb(x[:, :, :-1])
+        model.flow(flow_input)
+        streams_s = time.perf_counter() - began
+    return flow_s, streams_s
+
+
+def i3d_end_to_end(video: Path, flow: str, batch_size: int, workers: int) -> tuple[float, int, float]:
+    """clips/s, clips and seconds of video per second of I3D two-stream (RAFT included) on one video."""
+    began = time.perf_counter()
+    (outcome,) = vidvec.extract([video], "i3d", None, weights="random", batch_size=batch_size,
+                                num_workers=workers, model_options={"flow": flow})
+    wall = time.perf_counter() - began
+    return outcome.result.clips / wall, outcome.result.clips, outcome.result.info.duration / wall
+
+
 def tree_pids(pid: int) -> list[int]:
     """A process and all its descendants."""
     children: dict[int, list[int]] = {}
@@ -200,6 +224,8 @@ def main() -> None:
     parser.add_argument("--several", nargs="+", default=["clip_vit_b32", "resnet18", "vggish"],
                         help="models for the one-decode vs sequential comparison (empty: skip it)")
     parser.add_argument("--several-fps", type=float, default=1.0, help="frame rate of the frame-wise models there")
+    parser.add_argument("--i3d-flows", nargs="*", default=["raft_small", "raft_large"],
+                        help="RAFT variants to time inside I3D two-stream (empty: skip I3D)")
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__} threads {torch.get_num_threads()}, "
@@ -244,6 +270,19 @@ def main() -> None:
             print(f"| {name} alone | {wall:.1f} |")
         print(f"| sum of the single runs | {sequential:.1f} |\n| all models, one decode | {together:.1f} |")
         print(f"one decode / sequential: {together / sequential:.2f} (target <= 0.7)", flush=True)
+
+    if args.i3d_flows and not args.skip_models:
+        video = SHARED / "assets" / "videos" / "R6llTwEh07w.mp4"
+        print("\n## I3D two-stream with RAFT flow: one 65-frame 224x224 clip, model only, and end to end on "
+              f"{video.name} ({args.workers} workers, batch 2)")
+        print("| flow | RAFT s per clip | I3D streams s per clip | RAFT share | end-to-end clips/s | efficiency | "
+              "video s per s |\n|---|---|---|---|---|---|---|")
+        for flow in args.i3d_flows:
+            flow_s, streams_s = i3d_flow_share(flow)
+            rate, clips, seconds = i3d_end_to_end(video, flow, 2, args.workers)
+            model_rate = 1 / (flow_s + streams_s)
+            print(f"| {flow} | {flow_s:.1f} | {streams_s:.1f} | {flow_s / (flow_s + streams_s):.0%} | {rate:.3f} | "
+                  f"{rate / model_rate:.2f} | {seconds:.3f} |", flush=True)
 
     if not args.skip_rss:
         print("\n## peak RSS, efficientnet_lite0 at 1 fps on generated 720p h264 30 fps")

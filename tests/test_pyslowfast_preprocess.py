@@ -93,7 +93,10 @@ def test_ssv2_config_and_single_crop_settings():
 
 def test_presets_are_named_window_specs():
     ego, hero = psf.PRESETS["ego4d"], psf.PRESETS["hero"]
-    assert (ego.kind, ego.fps, ego.clip_len, ego.stride) == ("windows", 30.0, 32, 16)
+    assert (ego.kind, ego.fps, ego.clip_len, ego.stride, ego.backpad_last) == ("windows", 30.0, 32, 16, True)
+    # Ego4D's docs/data/features.md: 39 frames give [0, 31] and the backed-up [7, 38].
+    assert [round(c.start * 30) for c in plan(ego, duration=39 / 30, native_fps=30.0)] == [0, 7]
+    assert [round(c.times[-1] * 30) for c in plan(ego, duration=39 / 30, native_fps=30.0)] == [31, 38]
     clips = plan(hero, duration=9.0, native_fps=30.0)
     assert [c.start for c in clips] == pytest.approx([0.0, 1.5, 3.0, 4.5, 6.0])  # complete 2.13 s windows
     assert all(len(c.times) == 32 for c in clips)

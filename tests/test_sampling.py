@@ -100,3 +100,23 @@ def test_times_are_ascending_and_within_the_video():
             times = np.asarray(clip.times)
             assert np.all(np.diff(times) >= 0)
             assert times.min() >= 0 and times.max() < duration
+
+
+@pytest.mark.parametrize("frames, starts", [
+    (39, [0, 7]),        # Ego4D's example: the last window is backed up to end at frame 38
+    (40, [0, 8]),
+    (48, [0, 16]),       # the complete windows reach the last frame: nothing to add
+    (64, [0, 16, 32]),
+    (32, [0]),
+    (20, [0]),           # shorter than one window: one padded window, nothing to back up
+])
+def test_backpad_last_adds_a_window_ending_at_the_last_frame(frames, starts):
+    spec = SamplingSpec("windows", fps=30, clip_len=32, stride=16, backpad_last=True)
+    clips = plan(spec, duration=frames / 30, native_fps=30)
+    assert [round(c.start * 30) for c in clips] == starts
+    assert [c.index for c in clips] == list(range(len(starts)))
+    assert round(clips[-1].times[-1] * 30) == min(frames - 1, starts[-1] + 31)
+    complete_only = plan(SamplingSpec("windows", fps=30, clip_len=32, stride=16), frames / 30, 30)
+    assert len(complete_only) == (frames - 32) // 16 + 1 if frames >= 32 else len(complete_only) == 1
+    with pytest.raises(ValueError, match="backpad_last"):
+        SamplingSpec("views", fps=30, clip_len=32, views=2, backpad_last=True)

@@ -140,8 +140,7 @@ def extract(
               f"in {wall:.1f} s ({clip_counter.clips / max(wall, 1e-9):.1f} clips/s); outputs in {out}",
               highlight=False, soft_wrap=True)
     if counts["failed"]:
-        folders = " ".join(str(t.out) for t in run.targets) if several else str(out)
-        err.print(f"see failures with: vidvec status {folders}", highlight=False, soft_wrap=True)
+        err.print(f"see failures with: vidvec status {out}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -183,12 +182,23 @@ def _parse_stride(stride: str | None) -> dict:
 
 
 @app.command()
-def status(out: Path = typer.Argument(..., help="An output folder of `vidvec extract`.")) -> None:
+def status(out: Path = typer.Argument(..., help="An output folder of `vidvec extract` (or the --out of a run with "
+                                                "several models: each model's folder is shown).")) -> None:
     """Counts, failures with reasons and throughput of an output folder."""
-    from .ledger import LEDGER_NAME, Ledger
+    from .ledger import LEDGER_NAME
 
-    if not (out / LEDGER_NAME).exists():
+    folders = [out] if (out / LEDGER_NAME).exists() else sorted(p.parent for p in out.glob(f"*/{LEDGER_NAME}"))
+    if not folders:
         _fail(f"{out} has no vidvec ledger ({LEDGER_NAME}); is it an output folder of `vidvec extract`?")
+    for folder in folders:
+        if len(folders) > 1:
+            Console().print(f"[bold]{folder}[/bold]", highlight=False)
+        _print_status(folder)
+
+
+def _print_status(out: Path) -> None:
+    from .ledger import Ledger
+
     ledger = Ledger(out)
     try:
         summary = ledger.summary()

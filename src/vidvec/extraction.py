@@ -47,6 +47,7 @@ class SamplingOverrides:
     stride_seconds: float | None = None
     views: int | None = None
     crops: int | None = None
+    backpad_last: bool | None = None
     base: str | None = None  # a per-model preset (MODEL_PRESETS) to start from instead of the model's default
 
     @classmethod
@@ -61,7 +62,7 @@ class SamplingOverrides:
             raise ExtractError(f"unknown sampling preset {name!r}; choose one of {', '.join([*PRESETS, *MODEL_PRESETS])}")
         spec = PRESETS[name]
         fields = {"kind": spec.kind, "fps": spec.fps, "clip_len": spec.clip_len, "stride": spec.stride,
-                  "stride_seconds": spec.stride_seconds, "crops": spec.crops}
+                  "stride_seconds": spec.stride_seconds, "crops": spec.crops, "backpad_last": spec.backpad_last}
         if explicit.get("stride") is not None or explicit.get("stride_seconds") is not None:
             fields.update(stride=None, stride_seconds=None)
         fields.update({k: v for k, v in explicit.items() if v is not None})

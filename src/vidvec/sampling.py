@@ -31,7 +31,7 @@ Rule = Literal["uniform", "pyslowfast", "pyslowfast_offset", "ssv2", "charades",
 _EPS = 1e-6
 # Fields added after the first release: to_dict() lists them only when they differ from their defaults, so the
 # settings hash of a spec that does not use them is what it was before they existed.
-_NEW_FIELDS = ("rule", "sampling_rate")
+_NEW_FIELDS = ("rule", "sampling_rate", "backpad_last")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,9 @@ class SamplingSpec:
     crops: int = 1
     rule: Rule = "uniform"
     sampling_rate: int = 1
+    # windows: when the complete windows leave frames at the end uncovered, add one more window backed up to
+    # end at the last frame (Ego4D's released features; PyTorchVideo's UniformClipSampler(backpad_last=True)).
+    backpad_last: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("frames", "windows", "views"):
@@ -87,6 +90,8 @@ class SamplingSpec:
             raise ValueError(f"clip length must be at least 1 frame, not {self.clip_len}")
         if self.kind == "frames" and self.clip_len != 1:
             raise ValueError("frames sampling takes one frame per clip; use windows for clips")
+        if self.backpad_last and (self.kind != "windows" or self.rule != "uniform"):
+            raise ValueError("backpad_last applies to vidvec's own windows (kind windows, rule uniform)")
         if self.stride is not None and self.stride < 1:
             raise ValueError(f"stride must be at least 1 frame, not {self.stride}")
         if self.stride_seconds is not None and not self.stride_seconds > 0:
@@ -158,6 +163,8 @@ class SamplingSpec:
         elif self.kind == "windows":
             step = f"{self.stride_seconds:g} s" if self.stride_seconds else f"{self.stride or self.clip_len} frames"
             text = f"windows of {self.clip_len} frames at {fps}, stride {step}"
+            if self.backpad_last:
+                text += ", last window backed up to the end"
         else:
             text = f"{self.views} views of {self.clip_len} frames at {fps}"
         return text + crops
@@ -259,7 +266,11 @@ def plan(
     if spec.kind == "windows":
         step = spec.stride_seconds if spec.stride_seconds else (spec.stride or spec.clip_len) / fps
         complete = int(math.floor((t1 - t0 - span) / step + _EPS)) + 1 if t1 - t0 >= span - _EPS else 0
-        return [clip(i, t0 + i * step) for i in range(max(1, complete))]
+        clips = [clip(i, t0 + i * step) for i in range(max(1, complete))]
+        backed_up = last - (spec.clip_len - 1) / fps  # the window whose last frame is the last frame
+        if spec.backpad_last and complete and backed_up > clips[-1].start + _EPS:
+            clips.append(clip(complete, backed_up))
+        return clips
     # views: uniformly spread; a single view is centred.
     slack = max(0.0, (t1 - t0) - span)
     if spec.views == 1:

@@ -49,9 +49,9 @@ _CLASS_COUNTS = {174: "ssv2", 157: "charades"}
 #: Named sampling schemes for PySlowFast models besides their own test sampling (selectable by name).
 PRESETS: dict[str, SamplingSpec] = {
     # Ego4D's released SlowFast 8x8 R101 features: windows of 32 consecutive frames of the 30 fps canonical
-    # video, one every 16 frames. (Ego4D also adds a last window backed up to end at the last frame when
-    # the frame count is not a multiple of the stride; vidvec's windows keep complete windows only.)
-    "ego4d": SamplingSpec("windows", fps=30.0, clip_len=32, stride=16),
+    # video, one every 16 frames, and a last window backed up to end at the last frame when the complete
+    # windows leave frames uncovered (Ego4D's docs/data/features.md: 39 frames give [0, 31] and [7, 38]).
+    "ego4d": SamplingSpec("windows", fps=30.0, clip_len=32, stride=16, backpad_last=True),
     # HERO's SlowFast R50 8x8 features: one clip every 1.5 s of the video at 30 fps. HERO's extractor takes
     # 32 frames every 2nd frame from each 1.5 s chunk (repeating the chunk's last frame once it runs out);
     # here the 32 frames are every 2nd frame at 30 fps (15 fps, the model's training rate) from each clip
