@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.filter
 import numpy as np
 
 # Index colours: three base-16 digits, one per RGB channel. A step of 16 tolerates +-7 levels of codec error
@@ -295,3 +296,33 @@ def make_corrupt_middle(path: str | os.PathLike, frames: int = 90, bad: Sequence
         data[start : start + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(data))
     return path
+
+
+def ffmpeg_fps_filter(num_frames: int, ticks: int, time_base: Fraction, rate: str) -> list[int]:
+    """Run FFmpeg's own fps filter on tiny grey frames that carry their index; which index each output
+    frame shows. Each frame lasts ``ticks``, so the input ends one frame after the last (as ffmpeg.c)."""
+    graph = av.filter.Graph()
+    source = graph.add_buffer(width=2, height=2, format="gray", time_base=time_base)
+    fps = graph.add("fps", fps=rate)
+    sink = graph.add("buffersink")
+    source.link_to(fps)
+    fps.link_to(sink)
+    graph.configure()
+    shown: list[int] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                pixels = sink.pull().to_ndarray()
+            except (av.BlockingIOError, av.EOFError):
+                return
+            shown.append(int(pixels[0, 0]) * 256 + int(pixels[0, 1]))
+
+    for i in range(num_frames):
+        frame = av.VideoFrame.from_ndarray(np.array([[i // 256, i % 256], [0, 0]], np.uint8), format="gray")
+        frame.pts, frame.time_base, frame.duration = i * ticks, time_base, ticks
+        source.push(frame)
+        drain()
+    source.push(None)
+    drain()
+    return shown

@@ -209,7 +209,8 @@ def test_bfloat16_compute_stays_close_to_float32(shared_dir):
 
 def test_window_presets(shared_dir):
     hero = SamplingOverrides.preset("hero")
-    assert (hero.kind, hero.fps, hero.clip_len, hero.stride_seconds) == ("windows", 15.0, 32, 1.5)
+    assert (hero.kind, hero.fps, hero.clip_len, hero.stride_seconds, hero.rule, hero.sampling_rate) == (
+        "windows", 30.0, 32, 1.5, "hero", 2)
     ego = SamplingOverrides.preset("ego4d", stride=8)
     assert (ego.fps, ego.clip_len, ego.stride, ego.stride_seconds) == (30.0, 32, 8, None)
     with pytest.raises(ExtractError, match="unknown sampling preset"):
@@ -219,4 +220,4 @@ def test_window_presets(shared_dir):
                                      sampling=SamplingOverrides.preset("hero")))
     starts = outcome.timestamps[:, 0]
     np.testing.assert_allclose(starts, np.arange(len(starts)) * 1.5)
-    assert len(starts) == 6  # complete 32-frame (2.13 s) windows every 1.5 s in 11.08 s
+    assert len(starts) == 8  # one clip per 1.5 s chunk of 11.08 s, as HERO pads and trims

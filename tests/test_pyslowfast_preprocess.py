@@ -98,7 +98,7 @@ def test_presets_are_named_window_specs():
     assert [round(c.start * 30) for c in plan(ego, duration=39 / 30, native_fps=30.0)] == [0, 7]
     assert [round(c.times[-1] * 30) for c in plan(ego, duration=39 / 30, native_fps=30.0)] == [31, 38]
     clips = plan(hero, duration=9.0, native_fps=30.0)
-    assert [c.start for c in clips] == pytest.approx([0.0, 1.5, 3.0, 4.5, 6.0])  # complete 2.13 s windows
+    assert [c.start for c in clips] == pytest.approx([0.0, 1.5, 3.0, 4.5, 6.0, 7.5])  # one clip per 1.5 s chunk
     assert all(len(c.times) == 32 for c in clips)
     assert clips[0].times[1] - clips[0].times[0] == pytest.approx(2 / 30)
 

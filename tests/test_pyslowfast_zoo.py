@@ -80,7 +80,7 @@ def test_every_fixture_config_is_registered_with_its_dim_and_weights(index):
         assert entry.license.startswith("Apache-2.0") and entry.source
         assert entry.num_params == info["num_parameters"], name
         n = info["num_classes_out"]
-        assert entry.categories is None if n == 80 else len(entry.categories) == n, name
+        assert len(entry.categories) == n, name
     # MODEL_ZOO's C2D row names a config PySlowFast itself cannot build (ResNet_nopool): not registered.
     assert index["Kinetics/c2/C2D_NOPOOL_8x8_R50"]["status"] == "build_failed"
     assert "Kinetics/c2/C2D_NOPOOL_8x8_R50" not in list_models("pyslowfast")

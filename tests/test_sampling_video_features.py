@@ -10,13 +10,12 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
-import av
-import av.filter
 import numpy as np
 import pytest
 
 from vidvec.decode import probe
 from vidvec.sampling import (SamplingSpec, StreamTiming, ffmpeg_fps_filter_frames, mp4_timescale, plan)
+from media import ffmpeg_fps_filter
 from video_features_fixtures import load_reference
 
 VIDEO = "v_GGSY1Qvo990"
@@ -102,36 +101,6 @@ def test_i3d_clips_are_stacks_of_stack_plus_one_frames_stamped_at_their_last(vid
 
 # -- ffmpeg's fps filter (extraction_fps) ------------------------------------------------------------------
 
-def _ffmpeg_fps_filter(num_frames: int, ticks: int, time_base: Fraction, rate: str) -> list[int]:
-    """Run FFmpeg's own fps filter on tiny grey frames that carry their index; which index each output
-    frame shows. Each frame lasts ``ticks``, so the input ends one frame after the last (as ffmpeg.c)."""
-    graph = av.filter.Graph()
-    source = graph.add_buffer(width=2, height=2, format="gray", time_base=time_base)
-    fps = graph.add("fps", fps=rate)
-    sink = graph.add("buffersink")
-    source.link_to(fps)
-    fps.link_to(sink)
-    graph.configure()
-    shown: list[int] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                pixels = sink.pull().to_ndarray()
-            except (av.BlockingIOError, av.EOFError):
-                return
-            shown.append(int(pixels[0, 0]) * 256 + int(pixels[0, 1]))
-
-    for i in range(num_frames):
-        frame = av.VideoFrame.from_ndarray(np.array([[i // 256, i % 256], [0, 0]], np.uint8), format="gray")
-        frame.pts, frame.time_base, frame.duration = i * ticks, time_base, ticks
-        source.push(frame)
-        drain()
-    source.push(None)
-    drain()
-    return shown
-
-
 @pytest.mark.parametrize("num_frames, ticks, time_base, rate", [
     (355, 50, Fraction(1, 981), "1"),  # the reference video (19.62 fps) down to 1, 5, 15, 25 fps
     (355, 50, Fraction(1, 981), "5"),
@@ -146,7 +115,7 @@ def test_fps_filter_model_matches_ffmpeg(num_frames, ticks, time_base, rate):
     pts = [i * ticks for i in range(num_frames)]
     model = ffmpeg_fps_filter_frames(pts, num_frames * ticks, time_base,
                                      Fraction(float(rate)).limit_denominator(2**31 - 1))
-    assert model == _ffmpeg_fps_filter(num_frames, ticks, time_base, rate)
+    assert model == ffmpeg_fps_filter(num_frames, ticks, time_base, rate)
 
 
 def test_mp4_timescale_is_the_encoder_rate_doubled_past_10000():
@@ -173,7 +142,7 @@ def test_fps_above_native_repeats_frames_on_the_new_grid(video):
     clips = plan(vf(FRAMES, fps=60), info.duration, info.fps, timing=timing)
     assert len(clips) == 1086  # round(355 frames * 50 / 981 s * 60)
     shown = [round(c.times[0] * 19.62 - 0.5) for c in clips]
-    assert shown == _ffmpeg_fps_filter(355, 50, Fraction(1, 981), "60")
+    assert shown == ffmpeg_fps_filter(355, 50, Fraction(1, 981), "60")
     assert set(np.bincount(shown)) == {3, 4}  # every source frame, 3 or 4 times
     assert [c.stamp for c in clips[:4]] == [k * 256 * (1 / 15360) for k in range(4)]  # mp4 track at 15360/s
     windows = plan(vf(fps=60, stack=64, step=32), info.duration, info.fps, timing=timing)

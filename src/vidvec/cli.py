@@ -57,7 +57,8 @@ def extract(
     views: Optional[int] = typer.Option(None, help="Temporal views spread over the video (switches to views sampling)."),
     crops: Optional[int] = typer.Option(None, help="Spatial crops per clip: 1 (centre) or 3."),
     preset: Optional[str] = typer.Option(None, help="A named window scheme: ego4d (32 frames at 30 fps, stride 16), "
-                                                    "hero (32 frames at 15 fps, one clip per 1.5 s), or video_features "
+                                                    "hero (HERO's SlowFast clips: one per 1.5 s chunk, 32 frames spanning 2.13 s from its start, looping as HERO "
+                                                    "does at the end), or video_features "
                                                     "(each model's v-iashin/video_features defaults and timestamps_ms; "
                                                     "--fps/--clip-len/--stride set its extraction_fps/stack/step)."),
     streams: Optional[str] = typer.Option(None, help="I3D: rgb, flow or both (default)."),

@@ -48,6 +48,8 @@ class SamplingOverrides:
     views: int | None = None
     crops: int | None = None
     backpad_last: bool | None = None
+    rule: str | None = None
+    sampling_rate: int | None = None
     base: str | None = None  # a per-model preset (MODEL_PRESETS) to start from instead of the model's default
 
     @classmethod
@@ -62,7 +64,8 @@ class SamplingOverrides:
             raise ExtractError(f"unknown sampling preset {name!r}; choose one of {', '.join([*PRESETS, *MODEL_PRESETS])}")
         spec = PRESETS[name]
         fields = {"kind": spec.kind, "fps": spec.fps, "clip_len": spec.clip_len, "stride": spec.stride,
-                  "stride_seconds": spec.stride_seconds, "crops": spec.crops, "backpad_last": spec.backpad_last}
+                  "stride_seconds": spec.stride_seconds, "crops": spec.crops, "backpad_last": spec.backpad_last,
+                  "rule": spec.rule, "sampling_rate": spec.sampling_rate}
         if explicit.get("stride") is not None or explicit.get("stride_seconds") is not None:
             fields.update(stride=None, stride_seconds=None)
         fields.update({k: v for k, v in explicit.items() if v is not None})

@@ -15,6 +15,11 @@ decoder maps back to exactly frame i.
 ``rule="video_features"`` reproduces v-iashin/video_features the same way: its frame choice (every frame,
 or the video re-encoded with ffmpeg's ``fps`` filter), its stacks (incomplete last stack dropped) and its
 ``timestamps_ms`` (``ClipPlan.stamp``).
+
+``rule="hero"`` reproduces the SlowFast clips of HERO's feature extractor
+(linjieli222/HERO_Video_Feature_Extractor): the video re-encoded to a whole frame rate with ffmpeg's ``fps``
+filter, cut into fixed-length chunks, a short tail padded the way HERO pads its frame tensor, and one clip
+taken from each chunk.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from fractions import Fraction
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, NamedTuple, Sequence, get_args
 
 import numpy as np
 
 Kind = Literal["frames", "windows", "views"]
-Rule = Literal["uniform", "pyslowfast", "pyslowfast_offset", "ssv2", "charades", "video_features"]
+Rule = Literal["uniform", "pyslowfast", "pyslowfast_offset", "ssv2", "charades", "video_features", "hero"]
+_RULES = get_args(Rule)
 _EPS = 1e-6
 # Fields added after the first release: to_dict() lists them only when they differ from their defaults, so the
 # settings hash of a spec that does not use them is what it was before they existed.
@@ -66,6 +72,15 @@ class SamplingSpec:
     and ``stride`` its ``step_size``. Stack k holds frames k * stride .. k * stride + clip_len - 1; an
     incomplete last stack is dropped (a video shorter than one stack raises ValueError). Each clip's
     ``stamp`` is video_features' timestamp: the presentation time of the clip's last frame.
+
+    ``rule="hero"`` (kind windows) reproduces HERO's SlowFast feature extraction: ``fps`` is its
+    ``--target_framerate`` (the whole rate ``ffmpeg -vf fps=`` re-encodes the video to), ``stride_seconds`` its
+    ``--clip_len`` (one clip per chunk of that many seconds; or ``stride``, the chunk in frames), ``clip_len``
+    and ``sampling_rate`` SlowFast's DATA.NUM_FRAMES and DATA.SAMPLING_RATE. The frame list is tiled up to whole
+    seconds with its last frame, then up to a whole number of chunks with copies of its last second; each chunk
+    gives one clip at float32 linspace(0, C - 1, clip_len), clamped to the chunk, C = clip_len * sampling_rate
+    * floor(video's average fps) / fps (every 2nd frame for 30 fps videos); chunks past ceil(duration /
+    chunk) are dropped when the header has both a frame count and a duration. See :func:`hero_chunk_positions`.
     """
 
     kind: Kind = "frames"
@@ -100,9 +115,9 @@ class SamplingSpec:
             raise ValueError(f"views must be at least 1, not {self.views}")
         if self.crops not in (1, 3):
             raise ValueError(f"crops must be 1 or 3, not {self.crops}")
-        if self.rule not in ("uniform", "pyslowfast", "pyslowfast_offset", "ssv2", "charades", "video_features"):
-            raise ValueError("sampling rule must be uniform, pyslowfast, pyslowfast_offset, ssv2, charades or "
-                             f"video_features, not {self.rule!r}")
+        if self.rule not in _RULES:
+            raise ValueError("sampling rule must be uniform, pyslowfast, pyslowfast_offset, ssv2, charades, "
+                             f"video_features or hero, not {self.rule!r}")
         if not isinstance(self.sampling_rate, int) or self.sampling_rate < 1:
             raise ValueError(f"sampling rate must be a whole number of frames >= 1, not {self.sampling_rate!r}")
         if self.rule in ("uniform", "ssv2", "video_features") and self.sampling_rate != 1:
@@ -113,6 +128,16 @@ class SamplingSpec:
             if self.stride_seconds is not None:
                 raise ValueError("the video_features rule steps in frames (its step_size): set stride, "
                                  "not stride_seconds")
+        elif self.rule == "hero":
+            if self.kind != "windows":
+                raise ValueError("the hero rule cuts windows (one clip per chunk): use kind='windows'")
+            if self.fps is None or not float(self.fps).is_integer():
+                raise ValueError("the hero rule needs a whole fps: HERO's --target_framerate, the rate its "
+                                 f"ffmpeg re-encodes the video to, not {self.fps}")
+            if not self.stride_seconds and not self.stride:
+                raise ValueError("the hero rule needs the chunk length: stride_seconds (HERO's --clip_len) "
+                                 "or stride in frames")
+            _hero_chunk(self)  # a whole number of frames
         elif self.rule != "uniform":
             if self.kind != "views":
                 raise ValueError(f"the {self.rule} rule places views: use kind='views'")
@@ -153,6 +178,9 @@ class SamplingSpec:
                     f"{self.sampling_rate} at {fps}" + crops)
         if self.rule == "ssv2":
             return f"PySlowFast SSv2 sampling: {self.clip_len} segments of the video at {fps}" + crops
+        if self.rule == "hero":
+            return (f"HERO sampling: one clip of {self.clip_len} frames per {float(_hero_chunk(self)[0]):g} s "
+                    f"chunk of the video at {fps}, SlowFast sampling rate {self.sampling_rate}" + crops)
         if self.rule == "video_features":
             if self.kind == "frames":
                 return f"video_features sampling: every frame at {fps}" + crops
@@ -207,7 +235,8 @@ class StreamTiming:
 
 @dataclass(frozen=True)
 class ClipPlan:
-    """One clip: the sample times it needs (seconds, ascending) and the span it covers.
+    """One clip: the sample times it needs (seconds; ascending except in the hero rule, whose padding can
+    loop back to the video's last second) and the span it covers.
 
     ``stamp`` (video_features rule only, else None): video_features' timestamp of the clip in seconds, the
     float its ``timestamps_ms`` holds divided by 1000 (``stamp * 1000`` gives that value bit for bit).
@@ -236,8 +265,10 @@ def plan(
     ``timing`` (the stream's header values) is used by the frame-index rules (pyslowfast, ssv2, charades,
     video_features); without it they assume ``round(duration * native_fps)`` frames and PySlowFast's
     decode-everything path. The video_features rule never pads: it raises ``ValueError`` when the video is
-    shorter than one stack.
+    shorter than one stack. The hero rule (frame index arithmetic too) pads as HERO does.
     """
+    if spec.rule == "hero":
+        return _plan_hero(spec, duration, native_fps, start, end, timing)
     if spec.rule == "video_features":
         return _plan_video_features(spec, duration, native_fps, start, end, timing)
     if spec.rule != "uniform":
@@ -527,6 +558,37 @@ class _FrameClock:
         return self.ticks(index) * self._tick_seconds
 
 
+class _FrameGrid(NamedTuple):
+    """A constant-rate video's frames as the tools that count frames see them (see :func:`_frame_grid`)."""
+
+    rate: Fraction
+    fps: float
+    header_frames: int | None
+    total: int
+    t0: float
+    t1: float
+    f0: int
+    f1: int
+    clock: _FrameClock
+
+
+def _frame_grid(duration: float, native_fps: float, start: float, end: float | None,
+                timing: StreamTiming | None) -> _FrameGrid:
+    """The exact frame rate (the header's, else ``native_fps``), the frame count (the header's, else from the
+    duration), the span's frames f0 .. f1 - 1 and the stream's clock."""
+    rate = timing.frame_rate if timing and timing.frame_rate else None
+    if rate is None and native_fps and math.isfinite(native_fps) and native_fps > 0:
+        rate = Fraction(native_fps).limit_denominator(1_000_000)
+    if not rate or rate <= 0:
+        raise ValueError("the video has no usable frame rate")
+    fps = float(rate)
+    header_frames = timing.num_frames if timing and timing.num_frames and timing.num_frames > 0 else None
+    total = header_frames or max(1, int(round(duration * fps)))
+    t0, t1, f0, f1 = _index_span(total, fps, duration, start, end)
+    return _FrameGrid(rate, fps, header_frames, total, t0, t1, f0, f1,
+                      _FrameClock(rate, timing.time_base if timing else None))
+
+
 def _plan_video_features(spec: SamplingSpec, duration: float, native_fps: float, start: float,
                          end: float | None, timing: StreamTiming | None) -> list[ClipPlan]:
     """v-iashin/video_features: every frame of the video (or of its ``fps``-filtered re-encode) in order,
@@ -539,16 +601,7 @@ def _plan_video_features(spec: SamplingSpec, duration: float, native_fps: float,
     timescale). A span ``[start, end)`` is treated as a shorter video cut at its frames, stamps staying on the
     source video's clock.
     """
-    rate = timing.frame_rate if timing and timing.frame_rate else None
-    if rate is None and native_fps and math.isfinite(native_fps) and native_fps > 0:
-        rate = Fraction(native_fps).limit_denominator(1_000_000)
-    if not rate or rate <= 0:
-        raise ValueError("the video has no usable frame rate")
-    fps = float(rate)
-    header_frames = timing.num_frames if timing and timing.num_frames and timing.num_frames > 0 else None
-    total = header_frames or max(1, int(round(duration * fps)))
-    t0, t1, f0, f1 = _index_span(total, fps, duration, start, end)
-    clock = _FrameClock(rate, timing.time_base if timing else None)
+    rate, fps, header_frames, total, t0, t1, f0, f1, clock = _frame_grid(duration, native_fps, start, end, timing)
 
     if spec.fps is None:
         frames = list(range(f0, f1))
@@ -577,4 +630,93 @@ def _plan_video_features(spec: SamplingSpec, duration: float, native_fps: float,
         stack = frames[k * step:k * step + length]
         plans.append(ClipPlan(k, tuple(_frame_time(i, fps) for i in stack), min(stack) / fps,
                               min((max(stack) + 1) / fps, t1), padded=False, stamp=stamps[k * step + length - 1]))
+    return plans
+
+
+# -- HERO's SlowFast feature extractor ----------------------------------------------------------------------
+
+def _hero_chunk(spec: SamplingSpec) -> tuple[Fraction, int]:
+    """A HERO chunk's length in seconds (its ``--clip_len`` fraction) and in frames at ``spec.fps``."""
+    rate = int(spec.fps or 0)
+    if spec.stride_seconds:
+        seconds = Fraction(spec.stride_seconds).limit_denominator(1000)
+    else:
+        seconds = Fraction(spec.stride or 0, rate)
+    frames = seconds * rate
+    if frames.denominator != 1:
+        raise ValueError(f"HERO's chunks are whole frames: {float(seconds):g} s at {rate} fps is "
+                         f"{float(frames):g} frames")
+    return seconds, int(frames)
+
+
+def hero_chunk_positions(length: int, rate: int, chunk_seconds: Fraction, num_frames: int, sampling_rate: int,
+                         video_fps: int, duration: float | None = None) -> list[tuple[list[int], bool]]:
+    """HERO's SlowFast clips (its ``Preprocessing`` for "3d") from ``length`` frames decoded at ``rate`` fps:
+    for each chunk, the positions in that frame list of the clip's ``num_frames`` frames, and whether the clip
+    reaches into the padding.
+
+    HERO tiles the frame tensor's last frame up to a whole number of seconds, then tiles its last second (a
+    whole block of ``rate`` frames) up to a multiple of the chunk fraction's numerator in seconds, so a last
+    partial chunk loops back through the video's last second; it cuts chunks of ``chunk_seconds * rate``
+    frames and keeps the first ceil(duration / chunk_seconds) when it knows the ``duration`` (ffprobe's).
+    Every chunk gives the same clip: ``get_start_end_idx`` with one clip starts at 0 and spans
+    C = num_frames * sampling_rate * video_fps / rate frames (``video_fps`` is HERO's floor of the video's
+    average rate, not ``rate``), and ``temporal_sampling`` takes float32 linspace(0, C - 1, num_frames),
+    clamped to the chunk, truncated.
+    """
+    seconds = -(-length // rate)
+    block = chunk_seconds.numerator  # HERO pads whole chunks in units of the fraction's numerator (seconds)
+    padded_seconds = -(-seconds // block) * block
+    chunk = int(chunk_seconds * rate)
+    count = padded_seconds * rate // chunk
+    if duration is not None and duration > 0:
+        count = min(count, math.ceil(duration / float(chunk_seconds)))
+    span = num_frames * sampling_rate * video_fps / rate  # left to right, as HERO evaluates it
+    inner = _torch_linspace_indices(0.0, 0.0 + span - 1, num_frames, chunk)
+
+    def source(position: int) -> int:
+        if position >= seconds * rate:  # a copy of the last second
+            position = (seconds - 1) * rate + (position - seconds * rate) % rate
+        return min(position, length - 1)  # the last frame's copies up to a whole second
+
+    clips = []
+    for k in range(count):
+        positions = [k * chunk + i for i in inner]
+        clips.append(([source(p) for p in positions], max(positions) >= length))
+    return clips
+
+
+def _plan_hero(spec: SamplingSpec, duration: float, native_fps: float, start: float, end: float | None,
+               timing: StreamTiming | None) -> list[ClipPlan]:
+    """HERO's SlowFast extractor: ``ffmpeg -i VIDEO -vf fps=fps=R,scale,crop`` to raw frames, cut into chunks
+    by :func:`hero_chunk_positions`. Each clip spans its chunk: HERO's feature k stands for seconds
+    [k * chunk, (k + 1) * chunk). A span ``[start, end)`` is treated as a shorter video cut at its frames
+    (its length in place of the header duration).
+    """
+    rate, fps, header_frames, total, t0, t1, f0, f1, clock = _frame_grid(duration, native_fps, start, end, timing)
+    origin = clock.ticks(f0)
+    pts = [clock.ticks(i) - origin for i in range(f0, f1)]
+    target = int(spec.fps or 0)
+    shown = ffmpeg_fps_filter_frames(pts, clock.ticks(f1) - origin, clock.unit, Fraction(target))
+    if not shown:
+        raise ValueError(f"nothing to sample: the video re-encoded to {target} fps has no frames")
+
+    # HERO reads ffprobe's stream nb_frames and duration (printed "%f") together and trims only with both.
+    known = None
+    if f0 > 0 or f1 < total:
+        known = t1 - t0
+    elif header_frames and timing and timing.duration and timing.duration > 0 and timing.time_base:
+        tb = timing.time_base
+        known = float(f"{timing.duration * (tb.numerator / tb.denominator):f}")
+    chunk_seconds, _ = _hero_chunk(spec)
+    video_fps = math.floor(rate.numerator / rate.denominator)  # HERO: floor(avg_frame_rate), e.g. 29.97 -> 29
+    clips = hero_chunk_positions(len(shown), target, chunk_seconds, spec.clip_len, spec.sampling_rate,
+                                 video_fps, known)
+    chunk = float(chunk_seconds)
+    plans = []
+    for k, (positions, padded) in enumerate(clips):
+        begin = t0 + k * chunk
+        finish = min(begin + chunk, t1) if begin < t1 else begin + chunk  # a chunk of padding only: nominal
+        times = tuple(_frame_time(f0 + shown[p], fps) for p in positions)
+        plans.append(ClipPlan(k, times, begin, finish, padded))
     return plans

@@ -52,11 +52,12 @@ PRESETS: dict[str, SamplingSpec] = {
     # video, one every 16 frames, and a last window backed up to end at the last frame when the complete
     # windows leave frames uncovered (Ego4D's docs/data/features.md: 39 frames give [0, 31] and [7, 38]).
     "ego4d": SamplingSpec("windows", fps=30.0, clip_len=32, stride=16, backpad_last=True),
-    # HERO's SlowFast R50 8x8 features: one clip every 1.5 s of the video at 30 fps. HERO's extractor takes
-    # 32 frames every 2nd frame from each 1.5 s chunk (repeating the chunk's last frame once it runs out);
-    # here the 32 frames are every 2nd frame at 30 fps (15 fps, the model's training rate) from each clip
-    # start, so they run 0.63 s into the next chunk instead of repeating a frame.
-    "hero": SamplingSpec("windows", fps=15.0, clip_len=32, stride_seconds=1.5),
+    # HERO's SlowFast R50 8x8 features (linjieli222/HERO_Video_Feature_Extractor, slowfast/extract_feature):
+    # the video re-encoded with ffmpeg's fps filter to 30 fps (--target_framerate), cut into 1.5 s chunks
+    # (--clip_len 3/2; its README also uses 2: ``--stride 2s``), one clip of NUM_FRAMES 32 per chunk at
+    # SAMPLING_RATE 2: frames 0, 2, .., 44 of the chunk, then frame 44 again (for a 30 fps video; the step
+    # scales with floor(video fps) / 30). Short tails are tiled as HERO pads its tensor (rule "hero").
+    "hero": SamplingSpec("windows", fps=30.0, clip_len=32, sampling_rate=2, stride_seconds=1.5, rule="hero"),
 }
 
 

@@ -161,6 +161,27 @@ def charades_categories() -> tuple[str, ...]:
     return tuple(names[i] for i in range(len(names)))
 
 
+@lru_cache(maxsize=None)
+def ava_categories() -> tuple[str, ...]:
+    """The 80 AVA v2.2 actions in id order (from ``vidvec/data/ava_v2.2_labels.txt``, ``id: name`` per line).
+
+    PySlowFast's AVA head has one output per action id: output k is id k + 1 (``ava_dataset.py`` sets
+    ``label_arrs[i][label - 1]``), over all 80 ids; the 60-id ``for_activitynet_2019`` list only picks which
+    classes its evaluation scores."""
+    text = resources.files("vidvec").joinpath("data/ava_v2.2_labels.txt").read_text("utf-8")
+    names = {}
+    for line in text.splitlines():
+        if line.strip():
+            action_id, name = line.split(": ", 1)
+            names[int(action_id)] = name.strip()
+    return tuple(names[i] for i in range(1, len(names) + 1))
+
+
+# Heads named by what their weights were trained on, where the output count alone does not say which dataset
+# it is: an 80-way head is AVA's only when the weights are AVA's.
+_CATEGORIES_BY_WEIGHTS = {"AVA_V2_2": ava_categories}
+
+
 def categories_for_count(num_classes: int) -> tuple[str, ...] | None:
     """Class names for a head of ``num_classes`` outputs when it is one of the datasets vidvec ships names for
     (400 Kinetics, 174 Something-Something-v2, 157 Charades), else None."""
@@ -264,7 +285,8 @@ def zoo_card(entry: ZooEntry) -> ModelCard:
     """The card of one MODEL_ZOO config (cheap: reads the config, builds nothing)."""
     cfg = config_for(entry.config)
     _, preprocess = test_time_sampling(cfg)
-    categories = categories_for_count(cfg["MODEL"]["NUM_CLASSES"])
+    named = _CATEGORIES_BY_WEIGHTS.get(entry.weights_name)
+    categories = named() if named else categories_for_count(cfg["MODEL"]["NUM_CLASSES"])
     weights: tuple[Weights, ...] = ()
     if entry.url is not None:
         weights = (Weights(
