@@ -177,3 +177,11 @@ def test_encode_text_prints_or_writes_vectors(tmp_path):
     assert np.load(target).shape == (1, 512)
     refused = vidvec("encode-text", "a dog", "-m", "resnet18", "--weights", "random")
     assert refused.returncode == 2 and "has no text encoder" in refused.stderr and "clip_vit_b32" in refused.stderr
+
+
+def test_save_flow_without_a_flow_model_is_a_clear_error(tmp_path, shared_dir):
+    video = shared_dir / "assets" / "videos" / "TrumanShow_wave_f_nm_np1_fr_med_26.avi"
+    result = vidvec("extract", video, "-o", tmp_path / "o", "--save-flow")
+    assert result.returncode == 2
+    assert "--save-flow needs --out and a model that computes optical flow" in result.stderr
+    assert "Traceback" not in result.stderr

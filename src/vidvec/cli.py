@@ -67,6 +67,9 @@ def extract(
         "postprocess=true (VGGish); `vidvec models` lists each model's options."),
     top_k: int = typer.Option(0, help="Also store the top-k classes per clip and per video."),
     logits: bool = typer.Option(False, "--logits", help="Also store the classifier logits."),
+    save_flow: bool = typer.Option(False, "--save-flow", help="I3D: also write the RAFT flow of each clip "
+                                   "(float16, pixels) to OUT/<name>.flow/<clip>.npy; by default flow never "
+                                   "touches the disk."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process videos that failed before again."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo everything if the settings changed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print failures and the summary only."),
@@ -95,7 +98,7 @@ def extract(
                       fmt=fmt, layout=layout, out_dtype=out_dtype, batch_size=batch_size, num_workers=num_workers,
                       device=device, dtype=dtype, sampling=overrides,
                       model_options={"streams": streams, **_parse_options(option or [])},
-                      top_k=top_k, logits=logits, retry_failed=retry_failed, overwrite=overwrite,
+                      top_k=top_k, logits=logits, save_flow=save_flow, retry_failed=retry_failed, overwrite=overwrite,
                       on_clips=clip_counter)
     except (ExtractError, SettingsMismatch, SourceError, WeightsError, ValueError) as error:
         _fail(str(error))

@@ -25,8 +25,8 @@ from .registry import ModelCard, get_card
 from .sampling import SamplingSpec
 from .sources import VideoSource, collect_sources
 from .weights import LoadedModel, load_model
-from .writers import (FORMATS, LAYOUTS, PYSLOWFAST_DIR, output_path, pyslowfast_paths, read_features,
-                      remove_stale_temps, write_features, write_hero_features, write_latent_vector)
+from .writers import (FORMATS, LAYOUTS, PYSLOWFAST_DIR, extra_path, output_path, pyslowfast_paths, read_features,
+                      remove_stale_temps, write_array, write_features, write_hero_features, write_latent_vector)
 
 
 class ExtractError(Exception):
@@ -144,6 +144,8 @@ class Extraction:
     retry_failed: bool = False
     on_clips: Callable[[int], None] | None = None
     layout: str = "vidvec"
+    # By-products that could not be written, by (video index, model index): those videos are recorded failed.
+    _extra_errors: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
 
     # The single-model view (the first model), as most callers run one model.
     @property
@@ -186,7 +188,7 @@ class Extraction:
                 jobs.append((index, source, tuple(wanted)))
         try:
             results = run(jobs, [t.model for t in self.targets], [t.spec for t in self.targets], self.options,
-                          self.on_clips)
+                          self.on_clips, self._save_extra if self.options.extras else None)
             for result in results:
                 yield self._record(result, self.targets[result.stream])
         finally:
@@ -217,9 +219,21 @@ class Extraction:
         except Exception:  # unreadable leftovers are simply redone
             return None
 
+    def _save_extra(self, video: int, stream: int, clip: int, crop: int, name: str, values: np.ndarray) -> None:
+        """Write one clip's by-product (``--save-flow``) beside the video's output, as it is computed."""
+        if (video, stream) in self._extra_errors:
+            return
+        path = extra_path(self.output_path(self.sources[video], self.targets[stream]), name, clip, crop)
+        try:
+            write_array(path, values)
+        except OSError as error:
+            self._extra_errors[(video, stream)] = f"cannot write {path}: {error.strerror or error}"
+
     def _record(self, result: VideoResult, target: Target) -> Outcome:
         source = result.source
         ledger = target.ledger
+        if result.ok and (result.index, result.stream) in self._extra_errors:
+            result.ok, result.reason = False, self._extra_errors.pop((result.index, result.stream))
         if not result.ok:
             if ledger is not None:
                 ledger.mark_failed(source.key, str(source.path), result.reason or "unknown error")
@@ -299,6 +313,7 @@ def prepare(
     model_options: Mapping[str, object] | None = None,
     top_k: int = 0,
     logits: bool = False,
+    save_flow: bool = False,
     retry_failed: bool = False,
     overwrite: bool = False,
     on_clips: Callable[[int], None] | None = None,
@@ -311,7 +326,8 @@ def prepare(
     ``model_options`` are build options a model declares in its card (e.g. I3D's ``streams``); a model that
     does not declare one is an error. ``layout`` "pyslowfast" writes only each video's vector to
     ``<video folder>/output_vecs/output_latent_vec_<stem>.npy`` (``out`` then holds just the ledger); "hero"
-    writes ``out/<key>.npz`` with only ``features`` in float16.
+    writes ``out/<key>.npz`` with only ``features`` in float16. ``save_flow`` writes the optical flow a model
+    computes (I3D's RAFT flow) clip by clip beside each output, as ``<output stem>.flow/<clip>.npy``.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
@@ -363,6 +379,9 @@ def prepare(
     unused = set(options) - {k for m in loaded for k in m.card.extra.get("options", {})}
     if unused:
         raise ExtractError(f"no model here takes option(s) {', '.join(sorted(unused))}")
+    if save_flow and (out is None or not any("flow" in m.module.extras for m in loaded)):
+        raise ExtractError("--save-flow needs --out and a model that computes optical flow (i3d with streams "
+                           "both or flow)")
     root = Path(out) if out is not None else None
     targets = []
     for m in loaded:
@@ -370,10 +389,11 @@ def prepare(
         spec = m.card.sampling if m.card.input == "audio" else overrides.apply(m.card)
         target_out = root / m.card.name if root is not None and several else root
         targets.append(_target(m, spec, sources, target_out, layout, fmt, dtype, out_dtype, top_k, logits,
-                               _options_for(m.card, options), overwrite))
+                               _options_for(m.card, options), overwrite, save_flow and "flow" in m.module.extras))
     run_options = RunOptions(batch_size=batch_size,
                              num_workers=default_workers() if num_workers is None else num_workers,
-                             device=device, dtype=dtype, top_k=top_k, logits=logits)
+                             device=device, dtype=dtype, top_k=top_k, logits=logits,
+                             extras=("flow",) if save_flow else ())
     return Extraction(sources, targets, run_options, fmt, out_dtype, retry_failed=retry_failed,
                       on_clips=on_clips, layout=layout)
 
@@ -399,7 +419,8 @@ def _load(name: str | None, weights: str | None, options: Mapping[str, object], 
 
 
 def _target(loaded: LoadedModel, spec: SamplingSpec, sources: list[VideoSource], out: Path | None, layout: str,
-            fmt: str, dtype: str, out_dtype: str, top_k: int, logits: bool, build: dict, overwrite: bool) -> Target:
+            fmt: str, dtype: str, out_dtype: str, top_k: int, logits: bool, build: dict, overwrite: bool,
+            save_flow: bool = False) -> Target:
     settings = {
         "model": loaded.card.name,
         "weights": {
@@ -418,6 +439,8 @@ def _target(loaded: LoadedModel, spec: SamplingSpec, sources: list[VideoSource],
     }
     if build:  # only then: folders made before model options existed keep their settings hash
         settings["model_options"] = dict(sorted(build.items()))
+    if save_flow:  # (the same)
+        settings["save_flow"] = True
     layout_paths: dict[str, Path] = {}
     if layout != "vidvec":  # only then: folders made before layouts existed keep their settings hash
         settings["layout"] = layout

@@ -32,6 +32,7 @@ class RunOptions:
     top_k: int = 0
     logits: bool = False
     decoder_threads: int = 0
+    extras: tuple[str, ...] = ()  # per-clip by-products to hand to ``on_extra`` (e.g. I3D's "flow")
 
 
 @dataclass
@@ -101,11 +102,14 @@ def _events(jobs: list[Job], streams: list[Stream], options: RunOptions) -> Iter
 
 def run(jobs: Sequence[Job | tuple[int, VideoSource]], models: LoadedModel | Sequence[LoadedModel],
         specs: SamplingSpec | Sequence[SamplingSpec], options: RunOptions,
-        on_batch: Callable[[int], None] | None = None) -> Iterator[VideoResult]:
+        on_batch: Callable[[int], None] | None = None,
+        on_extra: Callable[[int, int, int, int, str, np.ndarray], None] | None = None) -> Iterator[VideoResult]:
     """Yield one VideoResult per video and model it needs, in completion order.
 
     Several models share one decoding pass per video: each is a stream with its own sampling and
-    preprocessing, and its own batches (clips of consecutive videos share them).
+    preprocessing, and its own batches (clips of consecutive videos share them). A model's by-products
+    that ``options.extras`` names (those it has) go to ``on_extra(video, stream, clip, crop, name, float16
+    array)`` as each batch is done, so they are never all held at once.
     """
     _return_big_blocks_to_the_os()
     models = [models] if isinstance(models, LoadedModel) else list(models)
@@ -125,10 +129,12 @@ def run(jobs: Sequence[Job | tuple[int, VideoSource]], models: LoadedModel | Seq
         model = models[stream]
         pixels = torch.stack([c.pixels for c in clips]).to(device, non_blocking=True)
         kind = model.card.input
+        names = [n for n in options.extras if n in model.module.extras] if on_extra else []
         with torch.inference_mode():
             x = pixels.to(dtype) if kind == "audio" else model.preprocess.normalize(pixels, dtype, video=kind == "video")
-            latent = model.module(x)
+            latent, extras = model.module.forward_with_extras(x, names) if names else (model.module(x), {})
             logits = model.module.classify(latent) if want_logits else None
+        extras = {name: values.to(torch.float16).cpu().numpy() for name, values in extras.items()}
         if kind == "image" and pixels.shape[1] > 1:  # frame-wise model on multi-frame clips: mean over frames
             latent = latent.reshape(len(clips), -1, latent.shape[-1]).mean(1)
             logits = None if logits is None else logits.reshape(len(clips), -1, logits.shape[-1]).mean(1)
@@ -142,6 +148,8 @@ def run(jobs: Sequence[Job | tuple[int, VideoSource]], models: LoadedModel | Seq
             entry.rows[(clip.clip, clip.crop)] = (
                 latent[i], None if logits is None else logits[i], clip.start, clip.end, clip.padded, clip.stamp)
             entry.model_s += spent
+            for name, values in extras.items():
+                on_extra(clip.video, stream, clip.clip, clip.crop, name, values[i])
         if on_batch:
             on_batch(len(clips))
 

@@ -96,10 +96,22 @@ def write_latent_vector(path: Path, vector: Any, out_dtype: str = "float32",
     if predictions is not None:
         with atomic_path(predictions_path(path)) as tmp:
             Path(tmp).write_text(json.dumps(_jsonable(predictions), indent=1))
+    return write_array(path, arr.astype(out_dtype, copy=False))
+
+
+def write_array(path: Path, array: np.ndarray) -> Path:
+    """Write one array as a plain ``.npy`` (no pickle), atomically; return ``path``."""
     with atomic_path(Path(path)) as tmp:
         with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(arr.astype(out_dtype, copy=False)), allow_pickle=False)
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
     return Path(path)
+
+
+def extra_path(output: Path, name: str, clip: int, crop: int = 0) -> Path:
+    """Where a clip's by-product ``name`` (``--save-flow``: "flow") goes, beside the video's output file
+    ``output``: ``<output without suffix>.<name>/<clip>.npy`` (``<clip>_c<crop>.npy`` for crops 1, 2)."""
+    stem = f"{clip:06d}" + (f"_c{crop}" if crop else "")
+    return output.with_name(f"{output.stem}.{name}") / f"{stem}.npy"
 
 
 def write_hero_features(path: Path, features: Any) -> Path:

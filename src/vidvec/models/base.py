@@ -25,6 +25,13 @@ class FeatureModel(nn.Module):
         return None
 
     has_text = False  # True for models with a text tower (CLIP, MIL-NCE): ``encode_text`` then works
+    extras: tuple[str, ...] = ()  # per-clip by-products a model can hand out besides the vector (I3D: "flow")
+
+    def forward_with_extras(self, x: Tensor, names: Sequence[str]) -> tuple[Tensor, dict[str, Tensor]]:
+        """``forward(x)`` and the by-products ``names`` (each (B, ...)) computed on the way, not twice."""
+        if names:
+            raise ValueError(f"{type(self).__name__} has no by-products {', '.join(names)}")
+        return self(x), {}
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
         """(N, D) vectors for sentences, in the same space as ``forward``'s (models with a text tower)."""

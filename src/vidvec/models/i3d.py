@@ -32,7 +32,7 @@ current master: eps 1e-3 and TensorFlow 'SAME' temporal padding chosen from the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -274,16 +274,30 @@ class TwoStreamI3D(FeatureModel):
         """The flow stream's input (B, 2, T, crop, crop) for frames (B, 3, T + 1, H, W)."""
         return flow_to_i3d(centre_crop(self.optical_flow(x), self.crop))
 
+    @property
+    def extras(self) -> tuple[str, ...]:
+        return ("flow",) if self.flow is not None else ()
+
     def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_extras(x, ())[0]
+
+    def forward_with_extras(self, x: Tensor, names: Sequence[str]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The vector, and with ``names`` = ("flow",) RAFT's flow (B, 2, T, crop, crop) in pixels, before the
+        flow stream's clamping and quantisation (``--save-flow``)."""
         if x.dim() != 5 or x.shape[1] != 3 or x.shape[2] < 2:
             raise ValueError(f"I3D takes (batch, 3, frames + 1, height, width) with at least 2 frames, "
                              f"not {tuple(x.shape)}")
-        vectors = []
+        if set(names) - set(self.extras):
+            raise ValueError(f"I3D with streams={self.streams} has no by-product {', '.join(sorted(names))}")
+        vectors, extras = [], {}
         if self.rgb is not None:  # video_features feeds the RGB stream all frames but the last
             vectors.append(self.rgb(centre_crop(x[:, :, :-1], self.crop)))
         if self.flow is not None:
-            vectors.append(self.flow(self.flow_input(x)))
-        return torch.cat(vectors, 1)
+            flow = centre_crop(self.optical_flow(x), self.crop)
+            vectors.append(self.flow(flow_to_i3d(flow)))
+            if "flow" in names:
+                extras["flow"] = flow
+        return torch.cat(vectors, 1), extras
 
     def classify(self, latent: Tensor) -> Tensor | None:
         streams = [s for s in (self.rgb, self.flow) if s is not None]
