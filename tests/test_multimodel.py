@@ -118,3 +118,16 @@ def test_video_features_preset_reproduces_its_clip_counts_and_timestamps(shared_
     assert by_model["r2plus1d_34_8_ig65m_kinetics"].features.shape == r21d.shape == (2, 512)
     with pytest.raises(ExtractError, match="efficientnet_lite0 has no video_features preset"):
         vidvec.prepare([video], "efficientnet_lite0", None, sampling=SamplingOverrides.preset("video_features"))
+
+
+def test_an_audio_only_file_fails_the_video_models_and_feeds_the_audio_model(tmp_path):
+    """The video stream cannot open: the image model fails with the reason, VGGish still gets the sound."""
+    from media import make_audio_only
+
+    sound = make_audio_only(tmp_path / "tone.m4a", seconds=3.0)
+    outcomes = list(vidvec.extract([sound], ["resnet18", "vggish"], tmp_path / "o", weights=["random", "random"],
+                                   num_workers=0))
+    by_model = {o.model: o for o in outcomes}
+    assert len(outcomes) == 2  # one outcome per model, none lost
+    assert by_model["resnet18"].status == "failed" and "no video stream" in by_model["resnet18"].reason
+    assert by_model["vggish"].status == "done" and by_model["vggish"].features.shape == (3, 128)

@@ -162,15 +162,20 @@ def video_events(index: int, source: VideoSource, streams: Sequence[Stream], thr
         if visual or not audio:
             yield VideoFailed(index, str(error))
             return
-    if not visual:
+    started = not visual
+    if started:
         yield VideoStarted(index, info)
     else:
         try:
-            yield from _visual_events(index, source, streams, visual, threads, counts)
+            for event in _visual_events(index, source, streams, visual, threads, counts):
+                started = started or isinstance(event, VideoStarted)
+                yield event
         except (DecodeError, ValueError) as error:
             yield from _fail(index, visual, str(error), counts)
         except Exception as error:  # a decoder crash on one file must not end the run
             yield from _fail(index, visual, f"{type(error).__name__}: {error}", counts)
+    if audio and not started:  # the video stream failed to open (e.g. an audio-only file): the audio goes on
+        yield VideoStarted(index, None)
     for s in audio:
         try:
             yield from _audio_events(index, source, s, streams[s], counts)

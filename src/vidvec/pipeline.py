@@ -169,16 +169,19 @@ def run(jobs: Sequence[Job | tuple[int, VideoSource]], models: LoadedModel | Seq
     def failed(event: VideoFailed) -> Iterator[VideoResult]:
         source, wanted = by_index[event.video]
         for stream in wanted if event.stream is None else [event.stream]:
+            closed.add((event.video, stream))
             entry = pending.pop((event.video, stream), None)
             batches[stream] = [c for c in batches[stream] if c.video != event.video]
             yield VideoResult(event.video, source, False, event.reason, info=entry.info if entry else None,
                               stream=stream)
 
+    closed: set[tuple[int, int]] = set()  # (video, stream) pairs that failed: they get no second result
     for event in _events(jobs, streams, options):
         if isinstance(event, VideoStarted):
             began = time.perf_counter()
             for stream in by_index[event.video][1]:
-                pending[(event.video, stream)] = _Pending(event.info, began)
+                if (event.video, stream) not in closed:
+                    pending[(event.video, stream)] = _Pending(event.info, began)
         elif isinstance(event, (Clip, ClipGroup)):
             clips = event.unpack() if isinstance(event, ClipGroup) else [event]
             stream = clips[0].stream
@@ -189,10 +192,10 @@ def run(jobs: Sequence[Job | tuple[int, VideoSource]], models: LoadedModel | Seq
                 del batch[:options.batch_size]
                 yield from completed()
         elif isinstance(event, VideoFinished):
-            for stream, count in event.counts.items():
-                entry = pending.get((event.video, stream))
-                if entry is not None:
-                    entry.expected, entry.decode_s = count, event.decode_s
+            # Every stream of the video still open ends here: one without a count sent nothing ("no clips").
+            for key in [k for k in pending if k[0] == event.video]:
+                pending[key].expected = event.counts.get(key[1], 0)
+                pending[key].decode_s = event.decode_s
             yield from completed()
         elif isinstance(event, VideoFailed):
             yield from failed(event)
