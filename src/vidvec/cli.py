@@ -88,13 +88,8 @@ def extract(
     except ExtractError as error:
         _fail(str(error))
     clip_counter = _ClipCounter()
-    models = model or None
-    if models is not None and len(models) == 1:
-        models = models[0]
-    if weights and len(weights) == 1 and not isinstance(models, list):
-        weights = weights[0]
     try:
-        run = prepare(inputs or [], models, out, weights=weights or None, list_file=list_file, manifest=manifest,
+        run = prepare(inputs or [], model or None, out, weights=weights or None, list_file=list_file, manifest=manifest,
                       fmt=fmt, layout=layout, out_dtype=out_dtype, batch_size=batch_size, num_workers=num_workers,
                       device=device, dtype=dtype, sampling=overrides,
                       model_options={"streams": streams, **_parse_options(option or [])},
@@ -264,21 +259,20 @@ def encode_text(
     import json
 
     import numpy as np
+    import torch
 
-    from .registry import get_card
+    from .registry import get_card, list_models
     from .weights import WeightsError, load_model
     from .writers import atomic_path
 
     try:
         card = get_card(model)
+        if not card.extra.get("text"):  # before any weights are fetched
+            with_text = ", ".join(n for n in list_models() if get_card(n).extra.get("text"))
+            _fail(f"model {card.name} has no text encoder; models with one: {with_text}")
         loaded = load_model(model, weights=weights, device=device)
     except (ValueError, WeightsError, RuntimeError) as error:
         _fail(str(error))
-    if not loaded.module.has_text:
-        text_models = ", ".join(n for n in list_models_with_text()) or "none"
-        _fail(f"model {card.name} has no text encoder; models with one: {text_models}")
-    import torch
-
     with torch.inference_mode():
         vectors = loaded.module.encode_text(texts).float().cpu().numpy()
     if out_file is None:
@@ -289,12 +283,6 @@ def encode_text(
             np.save(f, vectors, allow_pickle=False)
     err.print(f"{len(texts)} text vector(s) of {vectors.shape[1]} dims from {card.name} -> {out_file}",
               highlight=False)
-
-
-def list_models_with_text() -> list[str]:
-    from .registry import get_card, list_models
-
-    return [n for n in list_models() if get_card(n).extra.get("text")]
 
 
 @app.command()

@@ -78,7 +78,7 @@ class VideoFinished:
 class VideoFailed:
     video: int
     reason: str
-    stream: int | None = None  # None: every stream of the video failed
+    stream: int  # the stream (model) that cannot have this video
 
 
 Event = VideoStarted | Clip | ClipGroup | VideoFinished | VideoFailed
@@ -155,16 +155,9 @@ def video_events(index: int, source: VideoSource, streams: Sequence[Stream], thr
     visual = [s for s in wanted if not streams[s].audio]
     audio = [s for s in wanted if streams[s].audio]
     counts: dict[int, int] = {}
-    try:
-        info = probe(source.path) if not visual else None
-    except DecodeError as error:
-        info = None
-        if visual or not audio:
-            yield VideoFailed(index, str(error))
-            return
     started = not visual
-    if started:
-        yield VideoStarted(index, info)
+    if started:  # audio only: the video's metadata for the record, if it has a readable video stream
+        yield VideoStarted(index, _probe_or_none(source))
     else:
         try:
             for event in _visual_events(index, source, streams, visual, threads, counts):
@@ -184,6 +177,13 @@ def video_events(index: int, source: VideoSource, streams: Sequence[Stream], thr
         except Exception as error:
             yield from _fail(index, [s], f"{type(error).__name__}: {error}", counts)
     yield VideoFinished(index, time.perf_counter() - began, counts)
+
+
+def _probe_or_none(source: VideoSource) -> VideoInfo | None:
+    try:
+        return probe(source.path)
+    except DecodeError:  # e.g. an audio-only file: the audio pass gives the reason if the sound fails too
+        return None
 
 
 def _fail(index: int, failed: Sequence[int], reason: str, counts: dict[int, int]) -> Iterator[VideoFailed]:
@@ -219,7 +219,7 @@ def _visual_events(index: int, source: VideoSource, streams: Sequence[Stream], v
             for crop, pixels in enumerate(pres[k].crop_frames(frames, streams[s].spec.crops)):
                 counts[s] += 1
                 yield Clip(index, clip_plan.index, crop, torch.from_numpy(pixels), clip_plan.start, clip_plan.end,
-                           clip_plan.padded, s, getattr(clip_plan, "stamp", None))
+                           clip_plan.padded, s, clip_plan.stamp)
 
 
 def _audio_events(index: int, source: VideoSource, s: int, stream: Stream, counts: dict[int, int]) -> Iterator[Clip]:

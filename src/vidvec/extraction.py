@@ -147,23 +147,6 @@ class Extraction:
     # By-products that could not be written, by (video index, model index): those videos are recorded failed.
     _extra_errors: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
 
-    # The single-model view (the first model), as most callers run one model.
-    @property
-    def model(self) -> LoadedModel:
-        return self.targets[0].model
-
-    @property
-    def spec(self) -> SamplingSpec:
-        return self.targets[0].spec
-
-    @property
-    def settings(self) -> dict:
-        return self.targets[0].settings
-
-    @property
-    def settings_hash(self) -> str:
-        return self.targets[0].settings_hash
-
     def output_path(self, source: VideoSource, target: Target | None = None) -> Path:
         """Where ``source``'s output goes for ``target`` (default: the first model; its ``out`` must be set):
         ``OUT/<key>.<format>`` (layouts vidvec and hero), or ``<video folder>/output_vecs/
@@ -337,6 +320,8 @@ def prepare(
     if len(set(names)) != len(names):
         raise ExtractError(f"a model is named twice: {', '.join(map(str, names))}")
     several = len(names) > 1
+    if several and None in names:
+        raise ExtractError("name every model when running several")
     if weights is None or isinstance(weights, (str, os.PathLike)):
         if several and weights is not None:
             raise ExtractError("with several models, give --weights once per model (in the same order) or not at all")
@@ -375,7 +360,7 @@ def prepare(
         raise ExtractError("no videos found in the given inputs")
     overrides = sampling or SamplingOverrides()
     options = {k: v for k, v in (model_options or {}).items() if v is not None}
-    loaded = [_load(name, w, options, device, dtype, several) for name, w in zip(names, weight_list)]
+    loaded = [_load(name, w, options, device, dtype) for name, w in zip(names, weight_list)]
     unused = set(options) - {k for m in loaded for k in m.card.extra.get("options", {})}
     if unused:
         raise ExtractError(f"no model here takes option(s) {', '.join(sorted(unused))}")
@@ -403,10 +388,8 @@ def _options_for(card: ModelCard, options: Mapping[str, object]) -> dict:
     return {k: v for k, v in options.items() if k in declared}
 
 
-def _load(name: str | None, weights: str | None, options: Mapping[str, object], device: str, dtype: str,
-          several: bool) -> LoadedModel:
-    if name is None and several:
-        raise ExtractError("name every model when running several")
+def _load(name: str | None, weights: str | None, options: Mapping[str, object], device: str, dtype: str
+          ) -> LoadedModel:
     card = get_card(name) if name is not None else None
     build = _options_for(card, options) if card is not None else {}
     if card is not None:

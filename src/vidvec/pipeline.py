@@ -100,8 +100,7 @@ def _events(jobs: list[Job], streams: list[Stream], options: RunOptions) -> Iter
     return iter(loader)
 
 
-def run(jobs: Sequence[Job | tuple[int, VideoSource]], models: LoadedModel | Sequence[LoadedModel],
-        specs: SamplingSpec | Sequence[SamplingSpec], options: RunOptions,
+def run(jobs: Sequence[Job], models: Sequence[LoadedModel], specs: Sequence[SamplingSpec], options: RunOptions,
         on_batch: Callable[[int], None] | None = None,
         on_extra: Callable[[int, int, int, int, str, np.ndarray], None] | None = None) -> Iterator[VideoResult]:
     """Yield one VideoResult per video and model it needs, in completion order.
@@ -112,14 +111,11 @@ def run(jobs: Sequence[Job | tuple[int, VideoSource]], models: LoadedModel | Seq
     array)`` as each batch is done, so they are never all held at once.
     """
     _return_big_blocks_to_the_os()
-    models = [models] if isinstance(models, LoadedModel) else list(models)
-    specs = [specs] if isinstance(specs, SamplingSpec) else list(specs)
     streams = [Stream(spec, m.preprocess, m.card.input == "audio") for m, spec in zip(models, specs)]
-    everything = tuple(range(len(models)))
-    jobs = [(job[0], job[1], tuple(job[2]) if len(job) > 2 else everything) for job in jobs]
+    jobs = list(jobs)
     by_index = {index: (source, wanted) for index, source, wanted in jobs}
     pending: dict[tuple[int, int], _Pending] = {}
-    batches: dict[int, list[Clip]] = {s: [] for s in everything}
+    batches: dict[int, list[Clip]] = {s: [] for s in range(len(models))}
     dtype = DTYPES[options.dtype]
     device = torch.device(options.device)
     want_logits = options.top_k > 0 or options.logits
@@ -166,14 +162,13 @@ def run(jobs: Sequence[Job | tuple[int, VideoSource]], models: LoadedModel | Seq
                               decode_s=entry.decode_s, model_s=entry.model_s,
                               wall_s=time.perf_counter() - entry.began, stream=key[1])
 
-    def failed(event: VideoFailed) -> Iterator[VideoResult]:
-        source, wanted = by_index[event.video]
-        for stream in wanted if event.stream is None else [event.stream]:
-            closed.add((event.video, stream))
-            entry = pending.pop((event.video, stream), None)
-            batches[stream] = [c for c in batches[stream] if c.video != event.video]
-            yield VideoResult(event.video, source, False, event.reason, info=entry.info if entry else None,
-                              stream=stream)
+    def failed(event: VideoFailed) -> VideoResult:
+        key = (event.video, event.stream)
+        closed.add(key)
+        entry = pending.pop(key, None)
+        batches[event.stream] = [c for c in batches[event.stream] if c.video != event.video]
+        return VideoResult(event.video, by_index[event.video][0], False, event.reason,
+                           info=entry.info if entry else None, stream=event.stream)
 
     closed: set[tuple[int, int]] = set()  # (video, stream) pairs that failed: they get no second result
     for event in _events(jobs, streams, options):
@@ -198,7 +193,7 @@ def run(jobs: Sequence[Job | tuple[int, VideoSource]], models: LoadedModel | Seq
                 pending[key].decode_s = event.decode_s
             yield from completed()
         elif isinstance(event, VideoFailed):
-            yield from failed(event)
+            yield failed(event)
     for stream, batch in batches.items():
         if batch:
             forward(stream, batch)

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from vidvec.audio import AudioFrontend
-from vidvec.models.base import FeatureModel
+from vidvec.models.base import FeatureModel, hash_prefix
 from vidvec.registry import ModelCard, Weights, register_model
 from vidvec.sampling import SamplingSpec
 
@@ -48,18 +48,16 @@ _RELEASE = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
 _SOURCE = ("Google's TensorFlow VGGish (AudioSet) checkpoint, ported to PyTorch by harritaylor/torchvggish "
            "(release v0.1)")
 _LICENSE = "Apache-2.0 (tensorflow/models and harritaylor/torchvggish)"
-# The release files carry torch.hub's naming: the first 8 hex digits of their sha256.
-PCA_PARAMS = Weights(
-    name="AUDIOSET_PCA",
-    url=_RELEASE + "vggish_pca_params-970ea276.pth",
-    sha256="970ea276",
-    license=_LICENSE,
-    preprocess=FRONTEND,
-    categories=None,
-    num_params=EMBED_DIM * EMBED_DIM + EMBED_DIM,
-    metrics={},
-    source="AudioSet release PCA (whitening) parameters for VGGish embeddings, " + _SOURCE,
-)
+
+
+def _release_file(name: str, file: str, num_params: int, source: str) -> Weights:
+    """A file of torchvggish's v0.1 release; its name carries torch.hub's sha256 prefix ('...-10086976.pth')."""
+    return Weights(name=name, url=_RELEASE + file, sha256=hash_prefix(file), license=_LICENSE, preprocess=FRONTEND,
+                   categories=None, num_params=num_params, metrics={}, source=source)
+
+
+PCA_PARAMS = _release_file("AUDIOSET_PCA", "vggish_pca_params-970ea276.pth", EMBED_DIM * EMBED_DIM + EMBED_DIM,
+                           "AudioSet release PCA (whitening) parameters for VGGish embeddings, " + _SOURCE)
 PCA_KEYS = ("pca_eigen_vectors", "pca_means")  # as torchvggish's Postprocessor names them
 QUANTIZE_RANGE = (-2.0, 2.0)
 
@@ -264,17 +262,7 @@ def load_vggish_state(module: nn.Module, state: Mapping[str, Tensor], source: st
 
 @register_model
 def vggish() -> ModelCard:
-    entry = Weights(
-        name="AUDIOSET_V1",
-        url=_RELEASE + "vggish-10086976.pth",
-        sha256="10086976",
-        license=_LICENSE,
-        preprocess=FRONTEND,
-        categories=None,
-        num_params=72141184,
-        metrics={},
-        source=_SOURCE,
-    )
+    entry = _release_file("AUDIOSET_V1", "vggish-10086976.pth", 72141184, _SOURCE)
     return ModelCard(
         name="vggish",
         family=FAMILY,
@@ -287,5 +275,6 @@ def vggish() -> ModelCard:
                "build(postprocess=True) AudioSet's PCA + 8-bit quantisation (0..255)",
         description="VGGish (Hershey et al. 2017), AudioSet, 16 kHz mono log-mel 96x64 per 0.96 s of sound",
         load_state=load_vggish_state,
-        extra={"companions": (PCA_PARAMS,), "options": {"postprocess": (False, True)}},  # files the weights need besides their own (postprocess=True)
+        # companions: files the weights need besides their own (the PCA params, with postprocess=True)
+        extra={"companions": (PCA_PARAMS,), "options": {"postprocess": (False, True)}},
     )
