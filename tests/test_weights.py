@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import threading
 from pathlib import Path
 
 import pytest
@@ -242,6 +243,60 @@ def test_load_model_user_checkpoint_and_mismatch(tmp_path):
     torch.save(bad, tmp_path / "bad.pth")
     with pytest.raises(WeightsError, match="missing: _conv_stem.weight.*unexpected: extra.weight"):
         load_model("efficientnet_lite0", str(tmp_path / "bad.pth"))
+
+
+def _randomised_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in module.state_dict().items()}
+
+
+def test_checkpoint_load_skips_random_init(tmp_path):
+    # torchvision's ResNet draws its weights with torch.nn.init (kaiming_normal_, Linear's kaiming_uniform_);
+    # with a checkpoint to load none of them runs, so the RNG is untouched; random weights still draw.
+    path = tmp_path / "resnet18.pth"
+    state = _randomised_state(get_card("resnet18").build())
+    torch.save(state, path)
+    torch.manual_seed(7)
+    expected_draw = torch.rand(4)
+    torch.manual_seed(7)
+    loaded = load_model("resnet18", str(path))
+    assert torch.equal(torch.rand(4), expected_draw), "random initialisation ran although weights were loaded"
+    assert all(torch.equal(loaded.module.state_dict()[k], v) for k, v in state.items())
+    torch.manual_seed(7)
+    load_model("resnet18", "random")
+    assert not torch.equal(torch.rand(4), expected_draw), "random weights must still be initialised"
+
+
+def test_clip_built_without_init_loads_its_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+
+    card = get_card("clip_vit_b32")
+    state = _randomised_state(card.build().clip)
+    path = tmp_path / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    loaded = load_model("clip_vit_b32", str(path))
+    got = loaded.module.clip.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in state.items())
+    x = torch.rand(2, 3, 224, 224)
+    reference = card.build()
+    reference.clip.load_state_dict(state)
+    with torch.inference_mode():
+        assert torch.equal(loaded.module(x), reference.eval()(x))
+
+
+def test_skipped_init_is_per_thread():
+    from vidvec.weights import _RandomInitSkipped
+
+    def build() -> torch.Tensor:
+        torch.manual_seed(3)
+        return torch.nn.Linear(8, 8).weight.detach().clone()
+
+    expected = build()
+    built = []
+    with _RandomInitSkipped():
+        worker = threading.Thread(target=lambda: built.append(build()))
+        worker.start()
+        worker.join()
+    assert torch.equal(built[0], expected)
 
 
 def test_load_model_random():

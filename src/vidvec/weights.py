@@ -9,6 +9,7 @@ checked against that. Checkpoints are only ever read with ``torch.load(weights_o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from vidvec.models.base import FeatureModel
 from vidvec.registry import ModelCard, Weights, card_from_checkpoint, get_card
@@ -351,7 +353,8 @@ def load_model(name: str | None, weights: str | os.PathLike | None = None, devic
     # User checkpoints and random init use the default entry's preprocessing and categories.
     preprocess, categories = card.preprocess_for(entry), card.categories_for(entry)
     num_classes = len(categories) if categories else None
-    module = card.build(num_classes=num_classes, **dict(build_options or {}))
+    with _RandomInitSkipped() if path is not None else contextlib.nullcontext():
+        module = card.build(num_classes=num_classes, **dict(build_options or {}))
     digest = "random"
     if path is not None:
         _load_checkpoint_into(card, module, path)
@@ -359,6 +362,26 @@ def load_model(name: str | None, weights: str | os.PathLike | None = None, devic
     module = module.to(device=device, dtype=dtype).eval()
     return LoadedModel(module=module, card=card, weights=entry, weights_path=path, weights_sha256=digest,
                        preprocess=preprocess, categories=categories)
+
+
+class _RandomInitSkipped(TorchFunctionMode):
+    """Inside it, torch.nn.init's random initialisers and in-place random fills leave the tensor as it is, so a
+    model whose parameters a checkpoint will overwrite is built without computing random values first (most of
+    building CLIP ViT-B/32: 1.1-2.5 s down to 0.03 s on one core). Safe only because every card's loader is
+    strict: a parameter the checkpoint does not set is an error, never a silently uninitialised tensor. A
+    function mode is per thread, so another thread building a model meanwhile is untouched."""
+
+    _FILLS = frozenset({
+        *(getattr(torch.nn.init, name) for name in (
+            "uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+            "xavier_normal_", "orthogonal_", "sparse_")),
+        torch._C.TensorBase.uniform_, torch._C.TensorBase.normal_,
+    })
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self._FILLS:
+            return args[0] if args else kwargs["tensor"]  # every initialiser's first parameter is ``tensor``
+        return func(*args, **(kwargs or {}))
 
 
 def _card_for(name: str | None, weights: str | os.PathLike | None) -> ModelCard:
