@@ -9,6 +9,7 @@ import json
 import socket
 from pathlib import Path
 
+import av
 import numpy as np
 import open_clip
 import pytest
@@ -150,6 +151,30 @@ def test_bad_checkpoints_give_one_clear_error(model, reference, tmp_path: Path) 
     save_file({k: v.contiguous() for k, v in reference.state_dict().items() if k != "logit_scale"}, str(partial))
     with pytest.raises(WeightsError, match="1 missing: logit_scale"):
         _load_checkpoint_into(card, model, partial)
+
+
+@pytest.mark.parametrize("video", ["v_ZNVhz7ctTq0.mp4", "R6llTwEh07w.mp4"])
+def test_frames_are_resized_like_open_clips_own_preprocessing(shared_dir: Path, video: str) -> None:
+    # open_clip's eval transform for these weights: torchvision's Resize(224, bicubic) on PIL frames (the long
+    # side truncated: 340x256 gives 297x224) and CenterCrop (offset rounded). vidvec resizes in the decoder with
+    # swscale's bicubic, which widens its filter when shrinking as PIL does: within ~1 level of open_clip's
+    # pixels (swscale's bilinear was 1.4-1.7 levels off, and a rounded long side 3-4 levels).
+    from vidvec.clips import Stream, video_events
+    from vidvec.sources import collect_sources
+
+    preprocess = get_card("clip_vit_b32").default_weights.preprocess
+    transform = open_clip.image_transform(224, is_train=False, mean=preprocess.mean, std=preprocess.std)
+    path = shared_dir / "assets" / "videos" / video
+    stream = Stream(SamplingSpec("frames", fps=1.0), preprocess)
+    clips = [e for e in video_events(0, collect_sources([path])[0], [stream]) if hasattr(e, "pixels")]
+    ours = preprocess.normalize(torch.stack([c.pixels for c in clips]), video=False)
+    with av.open(str(path)) as container:
+        frames = {round(f.time, 3): f.to_image() for f in container.decode(video=0)}
+    theirs = torch.stack([transform(frames[max(t for t in frames if t <= c.start + 1e-6)]) for c in clips])
+    std = torch.tensor(preprocess.std).view(1, 3, 1, 1)
+    levels = ((ours - theirs) * std * 255).abs()
+    assert ours.shape == theirs.shape == (len(clips), 3, 224, 224) and len(clips) >= 10
+    assert levels.mean() < 1.2, f"{levels.mean():.2f} levels from open_clip's preprocessing"
 
 
 def test_video_features_stores_unnormalised_vectors(shared_dir: Path) -> None:

@@ -164,6 +164,26 @@ def test_resize_tuple_and_callable_on_odd_size(tmp_path):
     assert frames[0].shape == (99, 167, 3) and [media.frame_index(f) for f in frames] == [0, 9]
 
 
+def test_interpolation_picks_the_swscale_filter_per_size(shared_dir):
+    path = shared_dir / "assets" / "videos" / "R6llTwEh07w.mp4"
+    size = (224, 297)
+    with VideoDecoder(path, size=[size, size, size], interpolation=["bilinear", "bicubic", "bilinear"]) as dec:
+        (_, (bilinear, bicubic, same)), = dec.frames_at([1.0])
+        assert dec.frames_converted == 2  # the same size and filter converts once
+    assert same is bilinear and bicubic.shape == bilinear.shape == (224, 297, 3)
+    assert np.abs(bicubic.astype(int) - bilinear.astype(int)).mean() > 0.3
+    with VideoDecoder(path, size=size, interpolation="bicubic") as dec:
+        alone = next(dec.frames_at([1.0]))[1]
+    assert np.array_equal(alone, bicubic)
+    # what vidvec computes: swscale's bicubic scale in the decoded YUV, then the conversion to RGB
+    with av.open(str(path)) as container:
+        frame = next(f for f in container.decode(video=0) if f.time >= 1.0 - 1e-3)
+        small = frame.reformat(format=frame.format.name, width=297, height=224, interpolation="BICUBIC")
+    assert np.array_equal(small.to_ndarray(format="rgb24"), bicubic)
+    with pytest.raises(ValueError, match="interpolation"):
+        VideoDecoder(path, size=size, interpolation="lanczos4")
+
+
 # ---------------------------------------------------------------------------------------------------- rotation
 
 

@@ -16,6 +16,68 @@ def test_resized_size_short_side_and_exact():
     assert exact.resized_size(240, 320) == (128, 171)
 
 
+SIZES = [(256, 340), (240, 432), (432, 240), (360, 480), (720, 1280), (480, 854), (240, 560), (288, 352), (225, 301)]
+
+
+@pytest.mark.parametrize("height, width", SIZES)
+def test_torchvision_layout_is_torchvisions_resize_and_center_crop(height, width):
+    import torchvision.transforms as T
+
+    pre = Preprocess(resize=(224,), crop=(224, 224), mean=(0,) * 3, std=(1,) * 3, layout="torchvision")
+    frame = torch.arange(height * width, dtype=torch.float64).reshape(1, height, width)
+    resized = T.Resize(224, antialias=False)(frame)
+    assert pre.resized_size(height, width) == tuple(resized.shape[1:])
+    h, w = resized.shape[1:]
+    grid = torch.arange(h * w, dtype=torch.float64).reshape(1, h, w)
+    corner = int(T.CenterCrop(224)(grid)[0, 0, 0])
+    top, left, _, _ = pre.crop_boxes(h, w, 1)[0]
+    assert (top, left) == divmod(corner, w)
+
+
+@pytest.mark.parametrize("height, width", SIZES)
+def test_video_features_layout_is_its_i3d_resize_and_crop(height, width):
+    # video_features' ResizeImproved: the short side becomes s and the other int(s * other / short);
+    # TensorCenterCrop: offsets (dim - crop) // 2.
+    pre = Preprocess(resize=(256,), crop=(224, 224), mean=(0,) * 3, std=(1,) * 3, layout="video_features")
+    expected = (int(256 * height / width), 256) if width < height else (256, int(256 * width / height))
+    if min(height, width) == 256:
+        expected = (height, width)
+    assert pre.resized_size(height, width) == expected
+    h, w = expected
+    assert pre.crop_boxes(h, w, 1)[0][:2] == ((h - 224) // 2, (w - 224) // 2)
+
+
+def _video_features_tensor_transforms(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """A transcription of video_features' models/transforms.py Resize(int) and CenterCrop((size, size)) on
+    float (T, C, H, W) frames, as its S3D extractor applies them."""
+    scale = float(size) / min(frames.shape[-2:])
+    resized = torch.nn.functional.interpolate(frames, size=None, scale_factor=scale, mode="bilinear",
+                                              align_corners=False, recompute_scale_factor=False)
+    h, w = resized.shape[-2:]
+    i, j = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return resized[..., i:i + size, j:j + size]
+
+
+@pytest.mark.parametrize("height, width", SIZES)
+def test_video_features_tensor_layout_is_its_s3d_resize_and_crop(height, width):
+    from vidvec.registry import get_card
+
+    pre = get_card("s3d_kinetics400").default_weights.preprocess
+    assert pre.layout == "video_features_tensor"
+    frames = np.random.default_rng(height * width).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+    ours = pre.crop_frames(pre.resize_frames(frames))[0]
+    theirs = _video_features_tensor_transforms(torch.from_numpy(frames).permute(0, 3, 1, 2).double(), 224)
+    assert ours.shape == (2, 224, 224, 3)
+    # vidvec ships uint8 (rounded after the resize); video_features keeps floats
+    difference = np.abs(ours.astype(np.float64) - theirs.permute(0, 2, 3, 1).numpy())
+    assert difference.max() <= 0.52 and difference.mean() < 0.3
+
+
+def test_video_features_tensor_layout_needs_torch_and_a_short_side():
+    with pytest.raises(ValueError, match="video_features_tensor"):
+        Preprocess(resize=(224,), crop=(224, 224), mean=(0,) * 3, std=(1,) * 3, layout="video_features_tensor")
+
+
 def test_three_crops_follow_the_long_side():
     frames = np.arange(2 * 256 * 341 * 3, dtype=np.int64).reshape(2, 256, 341, 3).astype(np.uint8)
     crops = IMAGENET.crop_frames(frames, crops=3)

@@ -196,8 +196,10 @@ def _visual_events(index: int, source: VideoSource, streams: Sequence[Stream], v
                    counts: dict[int, int]) -> Iterator[Event]:
     pres: list[Preprocess] = [streams[s].preprocess for s in visual]
     sizes = [p.decoder_size for p in pres]
+    filters = [p.interpolation if p.decoder_size is not None else "bilinear" for p in pres]
     several = len(visual) > 1
-    with VideoDecoder(source.path, size=sizes if several else sizes[0], threads=threads) as decoder:
+    with VideoDecoder(source.path, size=sizes if several else sizes[0], threads=threads,
+                      interpolation=filters if several else filters[0]) as decoder:
         info = decoder.info
         yield VideoStarted(index, info)
         timing = StreamTiming.from_info(info)

@@ -16,9 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .decode import SWSCALE_FILTERS
+
 # Fields added after the first release: to_dict() lists them only when they differ from their defaults, so the
 # settings hash of a preprocessing that does not use them is what it was before they existed.
 _NEW_FIELDS = ("layout", "single_crop", "resize_backend")
+_LAYOUTS = ("vidvec", "torchvision", "video_features", "video_features_tensor", "pyslowfast")
 
 
 @dataclass(frozen=True)
@@ -28,9 +31,17 @@ class Preprocess:
     Pixels are divided by ``scale`` and then normalised with ``mean``/``std`` per channel,
     in ``channel_order`` (the model's, after any RGB to BGR swap).
 
-    ``layout="pyslowfast"`` follows PySlowFast's geometry: the long side becomes floor(long / short * s) and
-    crops sit at ceil((dim - crop) / 2) (vidvec's own layout rounds the long side and floors the offset).
+    ``layout`` is whose geometry a short-side resize and the crop follow (they differ by a pixel on many sizes):
+    ``"vidvec"`` rounds the long side and floors the crop offset; ``"torchvision"`` (``transforms.Resize`` and
+    ``CenterCrop``, which open_clip and timm use too) truncates int(s * long / short) and rounds the offset
+    half to even; ``"video_features"`` (its I3D's ``ResizeImproved`` and ``TensorCenterCrop``) truncates and
+    floors; ``"video_features_tensor"`` (its tensor ``Resize``/``CenterCrop``, used for S3D; needs
+    ``resize_backend="torch"``) scales both sides by s / short with torch's ``scale_factor`` (sizes floored, and the
+    sampling grid follows the factor, not the sizes) and rounds the offset; ``"pyslowfast"`` takes
+    floor(long / short * s) and ceil((dim - crop) / 2).
     ``single_crop`` is the position (0 left/top, 1 centre, 2 right/bottom) one crop takes.
+    By default (``resize_backend="decoder"``) the decoder's swscale resizes with the ``interpolation`` filter
+    (bilinear, bicubic, area or nearest; swscale widens them when shrinking, like PIL's antialiased resize).
     ``resize_backend="torch"``: frames are decoded at their own size and resized with torch's
     ``interpolate`` (``interpolation`` mode, align_corners=False, no antialias) on float pixels, rounded
     back to uint8, as PySlowFast does, instead of by the decoder's swscale."""
@@ -42,17 +53,23 @@ class Preprocess:
     channel_order: Literal["RGB", "BGR"] = "RGB"
     scale: float = 255.0
     interpolation: str = "bilinear"
-    layout: Literal["vidvec", "pyslowfast"] = "vidvec"
+    layout: Literal["vidvec", "torchvision", "video_features", "video_features_tensor", "pyslowfast"] = "vidvec"
     single_crop: int = 1
     resize_backend: Literal["decoder", "torch"] = "decoder"
 
     def __post_init__(self) -> None:
-        if self.layout not in ("vidvec", "pyslowfast"):
-            raise ValueError(f"layout must be vidvec or pyslowfast, not {self.layout!r}")
+        if self.layout not in _LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(_LAYOUTS)}, not {self.layout!r}")
         if self.single_crop not in (0, 1, 2):
             raise ValueError(f"single_crop must be 0, 1 or 2, not {self.single_crop!r}")
         if self.resize_backend not in ("decoder", "torch"):
             raise ValueError(f"resize_backend must be decoder or torch, not {self.resize_backend!r}")
+        if self.layout == "video_features_tensor" and (self.resize_backend != "torch" or len(self.resize) != 1):
+            raise ValueError("layout video_features_tensor scales the short side in torch: it needs "
+                             "resize_backend='torch' and resize=(s,)")
+        if self.resize_backend == "decoder" and self.interpolation not in SWSCALE_FILTERS:
+            raise ValueError(f"the decoder resizes with {sorted(SWSCALE_FILTERS)}, not {self.interpolation!r} "
+                             f"(resize_backend='torch' takes torch's modes)")
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -66,6 +83,9 @@ class Preprocess:
         if len(self.resize) == 2:
             return int(self.resize[0]), int(self.resize[1])
         short = int(self.resize[0])
+        if self.layout == "video_features_tensor":
+            factor = self._scale_factor(height, width)
+            return int(math.floor(height * factor)), int(math.floor(width * factor))
         if self.layout == "pyslowfast":
             # random_short_side_scale_jitter: nothing to do when the short side is already s; otherwise
             # floor((float(long) / short) * s), evaluated in that order.
@@ -74,6 +94,10 @@ class Preprocess:
             if width < height:
                 return int(math.floor((float(height) / width) * short)), short
             return short, int(math.floor((float(width) / height) * short))
+        if self.layout in ("torchvision", "video_features"):
+            if height <= width:
+                return short, max(1, int(short * width / height))
+            return max(1, int(short * height / width)), short
         if height <= width:
             return short, max(1, int(round(width * short / height)))
         return max(1, int(round(height * short / width))), short
@@ -92,9 +116,16 @@ class Preprocess:
             return frames
         x = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, height, width, 3)
         x = x.permute(0, 3, 1, 2).to(torch.float32)
-        y = F.interpolate(x, size=size, mode=self.interpolation, align_corners=False)
+        if self.layout == "video_features_tensor":
+            y = F.interpolate(x, scale_factor=self._scale_factor(height, width), mode=self.interpolation,
+                              align_corners=False, recompute_scale_factor=False)
+        else:
+            y = F.interpolate(x, size=size, mode=self.interpolation, align_corners=False)
         y = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
         return y.reshape(*frames.shape[:-3], *size, 3).numpy()
+
+    def _scale_factor(self, height: int, width: int) -> float:
+        return float(self.resize[0]) / min(height, width)
 
     def crop_boxes(self, height: int, width: int, crops: int) -> list[tuple[int, int, int, int]]:
         """(top, left, h, w) of each crop in a frame of height x width: one (centre unless ``single_crop``
@@ -102,6 +133,8 @@ class Preprocess:
         ch, cw = min(self.crop[0], height), min(self.crop[1], width)
         if self.layout == "pyslowfast":
             top, left = int(math.ceil((height - ch) / 2)), int(math.ceil((width - cw) / 2))
+        elif self.layout in ("torchvision", "video_features_tensor"):
+            top, left = int(round((height - ch) / 2.0)), int(round((width - cw) / 2.0))
         else:
             top, left = (height - ch) // 2, (width - cw) // 2
         if height > width:  # portrait: top/centre/bottom; landscape and square: left/centre/right

@@ -129,6 +129,7 @@ def preprocess_of(tv_weights: Any) -> Preprocess:
         mean=tuple(float(v) for v in t.mean),
         std=tuple(float(v) for v in t.std),
         interpolation=t.interpolation.value,
+        layout="torchvision",  # the geometry of the transforms these weights were evaluated with
     )
 
 

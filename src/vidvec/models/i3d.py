@@ -329,7 +329,8 @@ _HASSONY2 = ("https://raw.githubusercontent.com/hassony2/kinetics_i3d_pytorch/"
              "786fbae06a6fd5df419e1961cd32e32fbe8b396d/model/")
 _LICENSE = ("MIT (hassony2/kinetics_i3d_pytorch conversion) of DeepMind's Apache-2.0 kinetics-i3d weights; "
             "Kinetics-400 terms may also apply")
-PREPROCESS = Preprocess(resize=(256,), crop=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+PREPROCESS = Preprocess(resize=(256,), crop=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                        layout="video_features")
 KINETICS400 = tuple(R3D_18_Weights.KINETICS400_V1.meta["categories"])  # the same 400 names, same order
 
 

@@ -6,8 +6,9 @@ BatchNorm eps 1e-3), so it is built as torchvision's S3D and kylemin's key names
 (:func:`kylemin_to_torchvision`). One difference is kept: kylemin pools the last feature map with a (2, H, W)
 window at stride 1, which equals torchvision's fixed AvgPool3d((2, 7, 7)) at 224 px and also works for other
 sizes. The vector is the 1024-d input of the classifier: that pooled map averaged over time (what
-video_features' S3D returns with ``features=True``). Preprocessing: short side resized to 224 (torch bilinear,
-no antialias, long side floored, as video_features), centre crop 224x224, RGB. Pixels are scaled to [-1, 1],
+video_features' S3D returns with ``features=True``). Preprocessing: short side resized to 224 as video_features does
+(torch bilinear, no antialias, ``scale_factor`` 224 / short side, sizes floored), centre crop 224x224 at the
+rounded offset, RGB. Pixels are scaled to [-1, 1],
 the range kylemin trained with (kylemin/S3D ``main.py`` ``transform`` and issue #4); the
 ``KINETICS400_VIDEO_FEATURES`` entry scales to [0, 1] instead, as video_features does, to reproduce its
 features. Default sampling: windows of 64 frames at 25 fps, stride 64 (video_features' s3d defaults).
@@ -113,10 +114,10 @@ _KYLEMIN_SOURCE = ("kylemin/S3D Kinetics-400 weights (github.com/kylemin/S3D, Go
                    "as committed to v-iashin/video_features (models/s3d/checkpoint, git blob "
                    "65b27cbb412937b3dd705f4216cb822d679535df)")
 _KYLEMIN_LICENSE = "MIT (kylemin/S3D, v-iashin/video_features); Kinetics-400 terms may also apply"
-# video_features resizes with torch (scale_factor 224 / short side, so the long side is floored) and crops at
-# round((side - 224) / 2); the pyslowfast layout floors the long side too, and puts the crop at the ceiling.
+# video_features resizes with torch (scale_factor 224 / short side: sizes floored, the grid set by the factor) and
+# crops at round((side - 224) / 2).
 _VIDEO_FEATURES_GEOMETRY = dict(resize=(224,), crop=(224, 224), interpolation="bilinear", resize_backend="torch",
-                                layout="pyslowfast")
+                                layout="video_features_tensor")
 
 
 def _kinetics400_weights(name: str, mean: float, std: float, note: str) -> Weights:
