@@ -129,20 +129,22 @@ def assemble_views(clips: Sequence[tuple[int, ClipPlan]], decoder: VideoDecoder,
     several = any(v.output is not None for v in views)
     needed = [sorted({views[v].output for v in u}) for u in users] if several else None
     order = sorted(range(len(clips)), key=lambda i: (int(slots[i].max()), i))
+    last = [int(slots[i].max()) for i in order]
+    # keep_from[k]: the earliest instant any clip from order[k] on still needs (frames before it can go)
+    keep_from = np.minimum.accumulate([int(slots[i].min()) for i in reversed(order)])[::-1].tolist()
     held: dict[tuple[int, int], np.ndarray] = {}
     pending = 0
     frames = decoder.frames_at(times.tolist(), needed) if several else decoder.frames_at(times.tolist())
     for slot, decoded in frames:
         for view in users[slot]:
             held[(view, slot)] = views[view](decoded)
-        while pending < len(order) and int(slots[order[pending]].max()) == slot:
+        while pending < len(order) and last[pending] == slot:
             i = order[pending]
             view, clip_plan = clips[i]
             yield view, clip_plan, np.stack([held[(view, s)] for s in slots[i].tolist()])
             pending += 1
         if pending < len(order):
-            keep_from = min(int(slots[i].min()) for i in order[pending:pending + 64])
-            for old in [key for key in held if key[1] < keep_from]:
+            for old in [key for key in held if key[1] < keep_from[pending]]:
                 del held[old]
 
 
@@ -245,31 +247,32 @@ GROUP_BYTES = 32 * 2**20  # a group never holds more than this (bounded memory w
 
 
 def grouped(events: Iterable[Event], size: int, max_bytes: int = GROUP_BYTES) -> Iterator[Event]:
-    """Stack runs of up to ``size`` consecutive clips (and ``max_bytes``) into ClipGroups; other events
-    pass through in order."""
-    run: list[Clip] = []
-    held = 0
+    """Stack each stream's consecutive clips, up to ``size`` (and ``max_bytes``), into ClipGroups; other events
+    pass through in order, after every clip that came before them. Streams are grouped apart because several
+    models' clips arrive interleaved (one per model at each sampled instant): grouping only runs of one stream
+    would send them one by one."""
+    runs: dict[int, list[Clip]] = {}
+    held: dict[int, int] = {}
 
-    def flush() -> Iterator[ClipGroup]:
-        nonlocal held
+    def flush(stream: int) -> Iterator[ClipGroup]:
+        run = runs.pop(stream, [])
+        held.pop(stream, None)
         if run:
-            pixels = torch.stack([c.pixels for c in run])
-            yield ClipGroup(run[0].video, list(run), pixels)
-            run.clear()
-            held = 0
+            yield ClipGroup(run[0].video, run, torch.stack([c.pixels for c in run]))
 
     for event in events:
         if isinstance(event, Clip):
-            if run and run[-1].stream != event.stream:  # a group stacks one stream's clips (one shape)
-                yield from flush()
+            run = runs.setdefault(event.stream, [])
             run.append(event)
-            held += event.pixels.numel()
-            if len(run) >= size or held >= max_bytes:
-                yield from flush()
+            held[event.stream] = held.get(event.stream, 0) + event.pixels.numel()
+            if len(run) >= size or held[event.stream] >= max_bytes:
+                yield from flush(event.stream)
         else:
-            yield from flush()
+            for stream in list(runs):
+                yield from flush(stream)
             yield event
-    yield from flush()
+    for stream in list(runs):
+        yield from flush(stream)
 
 
 class VideoEvents(torch.utils.data.IterableDataset):
