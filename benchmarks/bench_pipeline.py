@@ -29,10 +29,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_decode  # noqa: E402
 
 import vidvec  # noqa: E402
+from vidvec.clips import Stream, VideoEvents  # noqa: E402
 from vidvec.extraction import SamplingOverrides, default_workers  # noqa: E402
+from vidvec.sources import collect_sources  # noqa: E402
 
 SHARED = Path(os.environ.get("VIDVEC_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 CACHE = Path(os.environ.get("VIDVEC_BENCH_CACHE", Path(tempfile.gettempdir()) / "vidvec-bench"))
+DEVICE = "cpu"  # --device: where every model of the benchmark runs
+
+
+def _sync() -> None:
+    """Wait for queued accelerator work, so that a timer read after it counts it."""
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def make_long_video(path: Path, seconds: int, size: tuple[int, int] = (1280, 720), fps: int = 30) -> Path:
@@ -62,7 +71,7 @@ def make_long_video(path: Path, seconds: int, size: tuple[int, int] = (1280, 720
 
 def model_only(name: str, batch_size: int, clips: int) -> float:
     """clips/s of the model alone on ready-made normalised input of the model's shape."""
-    model = vidvec.load_model(name, weights=_weights(name))
+    model = vidvec.load_model(name, weights=_weights(name), device=DEVICE)
     spec, pre = model.card.sampling, model.preprocess
     frames = spec.clip_len
     if model.card.input == "audio":
@@ -71,13 +80,15 @@ def model_only(name: str, batch_size: int, clips: int) -> float:
         shape = (batch_size, 3, frames, *pre.crop)
     else:
         shape = (batch_size * frames, 3, *pre.crop)
-    x = torch.randn(shape)
+    x = torch.randn(shape, device=DEVICE)
     with torch.inference_mode():
         model.module(x)  # warm-up
+        _sync()
         done, began = 0, time.perf_counter()
         while done < clips:
             model.module(x)
             done += batch_size
+        _sync()
     return done / (time.perf_counter() - began)
 
 
@@ -89,10 +100,10 @@ def end_to_end(name: str, videos: list[Path], batch_size: int, workers: int,
     sampling = SamplingOverrides(fps=fps)
     # warm-up on one video so both measurements exclude model loading and first-call costs
     list(vidvec.extract(videos[:1], name, None, weights=weights, batch_size=batch_size, num_workers=0,
-                        sampling=sampling))
+                        sampling=sampling, device=DEVICE))
     began = time.perf_counter()
     outcomes = list(vidvec.extract(videos, name, None, weights=weights, batch_size=batch_size,
-                                   num_workers=workers, sampling=sampling))
+                                   num_workers=workers, sampling=sampling, device=DEVICE))
     wall = time.perf_counter() - began
     clips = sum(o.result.clips for o in outcomes if o.result)
     video_seconds = sum(o.result.info.duration for o in outcomes if o.result and o.result.info)
@@ -114,10 +125,10 @@ def several_vs_sequential(names: list[str], videos: list[Path], batch_size: int,
 
     def timed(models, weight) -> float:
         list(vidvec.extract(videos[:1], models, None, weights=weight, batch_size=batch_size, num_workers=0,
-                            sampling=sampling))
+                            sampling=sampling, device=DEVICE))
         began = time.perf_counter()
         outcomes = list(vidvec.extract(videos, models, None, weights=weight, batch_size=batch_size,
-                                       num_workers=workers, sampling=sampling))
+                                       num_workers=workers, sampling=sampling, device=DEVICE))
         failed = [o for o in outcomes if o.status == "failed" and "no audio" not in (o.reason or "")]
         if failed:
             raise SystemExit(f"benchmark run failed: {failed[0].source.path} [{failed[0].model}]: {failed[0].reason}")
@@ -135,7 +146,7 @@ def several_vs_sequential_cli(names: list[str], videos: list[Path], batch_size: 
     def timed(models: list[str]) -> float:
         with tempfile.TemporaryDirectory() as out:
             cmd = [sys.executable, "-m", "vidvec.cli", "extract", *map(str, videos), "-o", out, "--quiet",
-                   "--batch-size", str(batch_size), "--num-workers", str(workers)]
+                   "--device", DEVICE, "--batch-size", str(batch_size), "--num-workers", str(workers)]
             for name in models:
                 cmd += ["-m", name, "--weights", _weights(name) or "default"]
             if fps:
@@ -152,17 +163,43 @@ def several_vs_sequential_cli(names: list[str], videos: list[Path], batch_size: 
     return together, sum(alone.values()), alone
 
 
+def decode_only(names: list[str], videos: list[Path], fps: float | None) -> tuple[float, dict[str, float]]:
+    """Seconds of the decode side alone (decoding, resizing, cropping, audio examples; no model), inline:
+    once for all models' streams together, and once per model alone. On an accelerator the models take a
+    small part of the time, so this ratio is what one decoding pass for several models approaches there."""
+    loaded = [vidvec.load_model(name, weights="random") for name in names]
+    sampling = SamplingOverrides(fps=fps)
+    streams = [Stream(sampling.apply(m.card), m.preprocess, m.card.input == "audio") for m in loaded]
+    sources = collect_sources(videos)
+
+    def timed(chosen: list[int]) -> float:
+        jobs = [(i, source, chosen) for i, source in enumerate(sources)]
+        began = time.perf_counter()
+        for _ in VideoEvents(jobs, streams):
+            pass
+        return time.perf_counter() - began
+
+    timed(list(range(len(streams))))  # warm-up (file cache, first-call costs)
+    alone = {name: timed([i]) for i, name in enumerate(names)}
+    return timed(list(range(len(streams)))), alone
+
+
 def i3d_flow_share(flow: str, size: int = 224) -> tuple[float, float]:
     """Seconds RAFT takes for one I3D clip's 64 flows, and seconds the two I3D streams take on that clip."""
-    model = vidvec.load_model("i3d", weights="random", build_options={"flow": flow}).module
-    x = torch.rand(1, 3, 65, size, size) * 2 - 1
+    model = vidvec.load_model("i3d", weights="random", build_options={"flow": flow}, device=DEVICE).module
+    x = torch.rand(1, 3, 65, size, size, device=DEVICE) * 2 - 1
     with torch.inference_mode():
+        if DEVICE != "cpu":  # warm up (CUDA kernel selection); on a CPU one more pass would cost 30-120 s
+            model.flow(model.flow_input(x))
+        _sync()
         began = time.perf_counter()
         flow_input = model.flow_input(x)
+        _sync()
         flow_s = time.perf_counter() - began
         began = time.perf_counter()
         model.rgb(x[:, :, :-1])
         model.flow(flow_input)
+        _sync()
         streams_s = time.perf_counter() - began
     return flow_s, streams_s
 
@@ -171,7 +208,7 @@ def i3d_end_to_end(video: Path, flow: str, batch_size: int, workers: int) -> tup
     """clips/s, clips and seconds of video per second of I3D two-stream (RAFT included) on one video."""
     began = time.perf_counter()
     (outcome,) = vidvec.extract([video], "i3d", None, weights="random", batch_size=batch_size,
-                                num_workers=workers, model_options={"flow": flow})
+                                num_workers=workers, model_options={"flow": flow}, device=DEVICE)
     wall = time.perf_counter() - began
     return outcome.result.clips / wall, outcome.result.clips, outcome.result.info.duration / wall
 
@@ -238,6 +275,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["r2plus1d_18", "efficientnet_lite0"],
                         help="models for the model-only vs end-to-end table (empty: skip it)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda, cuda:N)")
     parser.add_argument("--workers", type=int, default=default_workers(), help="decode workers for the RSS runs")
     parser.add_argument("--worker-counts", type=int, nargs="+", default=[0, default_workers()],
                         help="decode worker counts to compare end to end")
@@ -246,15 +284,17 @@ def main() -> None:
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--skip-models", action="store_true")
-    parser.add_argument("--several", nargs="+", default=["clip_vit_b32", "resnet18", "vggish"],
+    parser.add_argument("--several", nargs="*", default=["clip_vit_b32", "resnet18", "vggish"],
                         help="models for the one-decode vs sequential comparison (empty: skip it)")
     parser.add_argument("--several-fps", type=float, default=1.0, help="frame rate of the frame-wise models there")
     parser.add_argument("--i3d-flows", nargs="*", default=["raft_small", "raft_large"],
                         help="RAFT variants to time inside I3D two-stream (empty: skip I3D)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     CACHE.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__} threads {torch.get_num_threads()}, "
-          f"decode workers {args.workers}")
+    print(f"machine: {os.cpu_count()} cores, device {DEVICE}, torch {torch.__version__} "
+          f"threads {torch.get_num_threads()}, decode workers {args.workers}")
 
     if not args.skip_decode:
         clip = CACHE / "bench_720p_60s.mp4"
@@ -297,6 +337,12 @@ def main() -> None:
               f"| all models, one decode | {warm[0]:.1f} | {cli[0]:.1f} |")
         print(f"one decode / sequential: {warm[0] / warm[1]:.2f} warm, {cli[0] / cli[1]:.2f} as processes "
               "(target <= 0.7)", flush=True)
+        together, alone = decode_only(args.several, every, args.several_fps)
+        print(f"decode side only (no model, inline): {together:.1f} s for all models at once vs "
+              f"{sum(alone.values()):.1f} s one after another ("
+              + ", ".join(f"{name} {seconds:.1f}" for name, seconds in alone.items())
+              + f"): {together / sum(alone.values()):.2f}, the ratio where the models' own time is negligible",
+              flush=True)
 
     if args.i3d_flows and not args.skip_models:
         video = SHARED / "assets" / "videos" / "R6llTwEh07w.mp4"
