@@ -223,11 +223,62 @@ def test_whole_frames_follow_video_features_geometry() -> None:
     torch.testing.assert_close(seen[0], x[:, :, :-1, 4:36, 9:41], rtol=0, atol=0)
 
 
+def test_flow_region_crop_runs_raft_on_the_crop_alone() -> None:
+    # flow_region='crop': the frames are cropped first (floor offsets 4 and 9 in 40 x 51), RAFT sees only the
+    # 32 x 32 crop (already a multiple of 8, so nothing is padded); the RGB stream is cropped as before.
+    model = i3d.build_i3d(flow="raft_small", crop=32, flow_region="crop").eval()
+
+    class Echo(torch.nn.Module):
+        def forward(self, first, second, num_flow_updates):
+            return [first[:, :2] * 10]
+
+    model.raft = Echo()
+    x = torch.rand(1, 3, 3, 40, 51) * 2 - 1
+    expected = i3d.flow_to_i3d(x[:, :2, :-1, 4:36, 9:41] * 10)
+    torch.testing.assert_close(model.flow_input(x), expected, rtol=0, atol=0)
+    whole_frame = i3d.build_i3d(flow="raft_small", crop=32).eval()
+    whole_frame.raft = Echo()
+    assert not torch.equal(whole_frame.flow_input(x), expected)  # the default crops the padded frame's flow
+
+
+def test_two_videos_of_different_sizes_run_whole_frames_in_one_run(shared_dir: Path) -> None:
+    import vidvec
+    from vidvec.clips import Clip, Stream, VideoEvents
+    from vidvec.extraction import ExtractError, SamplingOverrides
+    from vidvec.sources import collect_sources
+
+    videos = [shared_dir / "assets" / "videos" / f"{name}.avi"
+              for name in ("TrumanShow_wave_f_nm_np1_fr_med_26", "SchoolRulesHowTheyHelpUs_wave_f_nm_np1_ba_med_0")]
+    sampling = SamplingOverrides(fps=5.0, clip_len=3, stride=4)
+    card = get_card("i3d")
+    stream = Stream(sampling.apply(card), card.default_weights.preprocess)
+    jobs = [(i, source, [0]) for i, source in enumerate(collect_sources(videos))]
+    shapes = {(e.video, tuple(e.pixels.shape)) for e in VideoEvents(jobs, [stream]) if isinstance(e, Clip)}
+    # 432 x 240 and 320 x 240 at short side 256 (video_features' truncation): the whole frames, uncropped.
+    assert shapes == {(0, (3, 256, 460, 3)), (1, (3, 256, 341, 3))}
+
+    def run(chosen):
+        torch.manual_seed(0)
+        return list(vidvec.extract(chosen, "i3d", None, weights="random", num_workers=0, batch_size=8,
+                                   model_options={"flow": "raft_small"}, sampling=sampling))
+
+    with pytest.raises(ExtractError, match="i3d takes whole frames and crops them itself; it has no --crops 3"):
+        vidvec.prepare(videos, "i3d", None, weights="random", sampling=SamplingOverrides(crops=3))
+
+    together = run(videos)
+    assert [o.status for o in together] == ["done", "done"], [o.reason for o in together]
+    alone = run(videos[1:])[0]
+    assert together[1].features.shape == (alone.features.shape[0], 2048)
+    np.testing.assert_allclose(together[1].features, alone.features, rtol=1e-4, atol=1e-4)
+
+
 def test_bad_options_are_one_line_errors() -> None:
     with pytest.raises(ValueError, match="streams must be one of both, rgb, flow"):
         i3d.build_i3d(streams="depth")
     with pytest.raises(ValueError, match="flow must be one of raft_large, raft_small"):
         i3d.build_i3d(flow="farneback")
+    with pytest.raises(ValueError, match="flow_region must be one of frame, crop"):
+        i3d.build_i3d(flow_region="padded")
     with pytest.raises(ValueError, match="at least 2 frames"):
         i3d.build_i3d(streams="rgb")(torch.zeros(1, 3, 1, 64, 64))
 
@@ -239,13 +290,15 @@ def test_card() -> None:
         "windows", None, 65, 64)
     assert card.extra["video_features"].rule == "video_features"
     assert card.extra["streams"] == ("both", "rgb", "flow")
-    assert card.extra["options"] == {"streams": ("both", "rgb", "flow"), "flow": ("raft_large", "raft_small")}
+    assert card.extra["options"] == {"streams": ("both", "rgb", "flow"), "flow": ("raft_large", "raft_small"),
+                                     "flow_region": ("frame", "crop")}
     entry = card.default_weights
     assert entry.name == "KINETICS400_HASSONY2" and entry.url.endswith("/model/model_rgb.pth")
     assert i3d.FLOW_WEIGHTS.url.endswith("/model/model_flow.pth")
     assert "raw.githubusercontent.com/hassony2/kinetics_i3d_pytorch/" in entry.url
     p = entry.preprocess
-    assert (p.resize, p.crop, p.mean, p.std) == ((256,), (224, 224), (0.5,) * 3, (0.5,) * 3)
+    # No crop in the preprocessing: the model gets the 256-short-side frame whole and crops itself.
+    assert (p.resize, p.crop, p.mean, p.std) == ((256,), None, (0.5,) * 3, (0.5,) * 3)
     labels = json.loads((DATA / "i3d_kinetics400_labels.json").read_text())["labels"]
     assert entry.categories == tuple(labels)
     assert i3d.RAFT_WEIGHTS["raft_large"].url.endswith("raft_large_C_T_SKHT_V1-0b8c9e55.pth")

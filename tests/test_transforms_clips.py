@@ -182,3 +182,25 @@ def test_grouped_keeps_each_streams_run_when_streams_interleave():
         clips = [c for g in mine for c in g.unpack()]
         assert [c.clip for c in clips] == list(range(5)) and all(c.stream == stream for c in clips)
         assert [int(c.pixels[0, 0, 0, 0]) for c in clips] == [10 * stream + i for i in range(5)]
+
+
+def test_grouped_starts_a_new_group_when_the_clip_shape_changes():
+    from vidvec.clips import Clip, ClipGroup, grouped
+
+    def clip(video, i, width):  # whole frames (a model without a crop): each video keeps its own width
+        return Clip(video, i, 0, torch.full((2, 4, width, 3), i, dtype=torch.uint8), i, i + 1, False)
+
+    events = [clip(0, 0, 6), clip(0, 1, 6), clip(1, 0, 5), clip(1, 1, 5), clip(2, 0, 5)]
+    groups = [e for e in grouped(events, size=4) if isinstance(e, ClipGroup)]
+    assert [(g.pixels.shape[0], g.pixels.shape[3]) for g in groups] == [(2, 6), (3, 5)]
+    assert [(c.video, c.clip) for g in groups for c in g.unpack()] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0)]
+
+
+def test_no_crop_hands_the_resized_frame_whole():
+    pre = Preprocess(resize=(256,), crop=None, mean=(0.5,) * 3, std=(0.5,) * 3, layout="video_features")
+    frames = np.random.default_rng(0).integers(0, 256, (3, 256, 460, 3), dtype=np.uint8)
+    (whole,) = pre.crop_frames(frames)
+    assert whole.shape == frames.shape and np.array_equal(whole, frames)
+    assert pre.to_dict()["crop"] is None  # part of the settings: a cropping run's folder is not resumed
+    with pytest.raises(ValueError, match="3 crops need a crop size"):
+        pre.crop_frames(frames, 3)

@@ -250,7 +250,8 @@ def grouped(events: Iterable[Event], size: int, max_bytes: int = GROUP_BYTES) ->
     """Stack each stream's consecutive clips, up to ``size`` (and ``max_bytes``), into ClipGroups; other events
     pass through in order, after every clip that came before them. Streams are grouped apart because several
     models' clips arrive interleaved (one per model at each sampled instant): grouping only runs of one stream
-    would send them one by one."""
+    would send them one by one. A group stacks clips of one shape (models given whole frames see videos of
+    different sizes)."""
     runs: dict[int, list[Clip]] = {}
     held: dict[int, int] = {}
 
@@ -263,6 +264,9 @@ def grouped(events: Iterable[Event], size: int, max_bytes: int = GROUP_BYTES) ->
     for event in events:
         if isinstance(event, Clip):
             run = runs.setdefault(event.stream, [])
+            if run and run[0].pixels.shape != event.pixels.shape:  # whole frames: videos differ in size
+                yield from flush(event.stream)
+                run = runs.setdefault(event.stream, [])
             run.append(event)
             held[event.stream] = held.get(event.stream, 0) + event.pixels.numel()
             if len(run) >= size or held[event.stream] >= max_bytes:

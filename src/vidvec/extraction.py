@@ -372,6 +372,8 @@ def prepare(
     for m in loaded:
         # An audio model cuts its own examples: video sampling options do not apply to it.
         spec = m.card.sampling if m.card.input == "audio" else overrides.apply(m.card)
+        if spec.crops > 1 and m.card.input != "audio" and m.preprocess.crop is None:
+            raise ExtractError(f"{m.card.name} takes whole frames and crops them itself; it has no --crops 3")
         target_out = root / m.card.name if root is not None and several else root
         targets.append(_target(m, spec, sources, target_out, layout, fmt, dtype, out_dtype, top_k, logits,
                                _options_for(m.card, options), overwrite, save_flow and "flow" in m.module.extras))

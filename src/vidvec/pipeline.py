@@ -194,6 +194,10 @@ def run(jobs: Sequence[Job], models: Sequence[LoadedModel], specs: Sequence[Samp
             clips = event.unpack() if isinstance(event, ClipGroup) else [event]
             stream = clips[0].stream
             batch = batches[stream]
+            if batch and batch[0].pixels.shape != clips[0].pixels.shape:  # whole frames of a video of another size
+                forward(stream, batch)
+                batch.clear()
+                yield from completed()
             batch.extend(clips)
             while len(batch) >= options.batch_size:
                 forward(stream, batch[:options.batch_size])

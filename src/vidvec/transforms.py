@@ -27,7 +27,8 @@ _LAYOUTS = ("vidvec", "torchvision", "video_features", "video_features_tensor", 
 @dataclass(frozen=True)
 class Preprocess:
     """resize: ``(s,)`` scales the short side to s; ``(h, w)`` resizes to exactly h x w.
-    crop: ``(h, w)`` taken from the centre (or 3 crops along the long side).
+    crop: ``(h, w)`` taken from the centre (or 3 crops along the long side); ``None`` hands the model the
+    resized frame whole (a model that crops itself, as I3D, whose flow is computed on the whole frame first).
     Pixels are divided by ``scale`` and then normalised with ``mean``/``std`` per channel,
     in ``channel_order`` (the model's, after any RGB to BGR swap).
 
@@ -47,7 +48,7 @@ class Preprocess:
     back to uint8, as PySlowFast does, instead of by the decoder's swscale."""
 
     resize: tuple[int, ...]
-    crop: tuple[int, int]
+    crop: tuple[int, int] | None
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     channel_order: Literal["RGB", "BGR"] = "RGB"
@@ -129,7 +130,11 @@ class Preprocess:
 
     def crop_boxes(self, height: int, width: int, crops: int) -> list[tuple[int, int, int, int]]:
         """(top, left, h, w) of each crop in a frame of height x width: one (centre unless ``single_crop``
-        says otherwise), or 3 along the long side."""
+        says otherwise), or 3 along the long side; the whole frame when there is no crop."""
+        if self.crop is None:
+            if crops != 1:
+                raise ValueError(f"{crops} crops need a crop size; this model takes whole frames (it crops itself)")
+            return [(0, 0, height, width)]
         ch, cw = min(self.crop[0], height), min(self.crop[1], width)
         if self.layout == "pyslowfast":
             top, left = int(math.ceil((height - ch) / 2)), int(math.ceil((width - cw) / 2))
@@ -148,7 +153,7 @@ class Preprocess:
         out = []
         for top, left, h, w in self.crop_boxes(frames.shape[1], frames.shape[2], crops):
             patch = frames[:, top:top + h, left:left + w]
-            if (h, w) != tuple(self.crop):  # frame smaller than the crop: pad by edge replication
+            if self.crop is not None and (h, w) != tuple(self.crop):  # frame smaller than the crop: pad by edge replication
                 pad_h, pad_w = self.crop[0] - h, self.crop[1] - w
                 patch = np.pad(patch, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
                                        (pad_w // 2, pad_w - pad_w // 2), (0, 0)), mode="edge")

@@ -1,6 +1,7 @@
 """Two-stream I3D (Carreira & Zisserman 2017), Kinetics-400, as v-iashin/video_features extracts it.
 
-Card ``i3d`` (build options ``streams`` = both | rgb | flow, ``flow`` = raft_large | raft_small):
+Card ``i3d`` (build options ``streams`` = both | rgb | flow, ``flow`` = raft_large | raft_small,
+``flow_region`` = frame | crop):
 
 - Weights: DeepMind's Kinetics-400 I3D (ImageNet-inflated) as converted to PyTorch by
   hassony2/kinetics_i3d_pytorch (``model/model_rgb.pth``, ``model/model_flow.pth``; the same files
@@ -20,10 +21,10 @@ Card ``i3d`` (build options ``streams`` = both | rgb | flow, ``flow`` = raft_lar
 - Logits: the Conv3d_0c_1x1 classifier on that vector (equal to I3D's logits, as the classifier is linear);
   'both' adds the two streams' logits, as DeepMind's and hassony2's two-stream evaluation do.
 
-Deviation from video_features: it computes flow on the whole resized frame (padded to a multiple of 8) and
-crops afterwards; vidvec crops first so that clips of different videos batch together, so flow near the crop
-border can differ. Frames larger than the crop reproduce video_features' geometry exactly: the model then
-pads, computes flow on the whole frame and crops both streams itself.
+Geometry as video_features: the decoder hands the model the resized frame whole; RAFT runs on it (padded to
+a multiple of 8) and both streams are cropped afterwards (the flow from the padded frame). Build option
+``flow_region='crop'`` runs RAFT on the 224 crop alone instead: about half the RAFT work on 16:9 video, but
+flow near the crop border differs, as RAFT then sees nothing beyond it.
 
 ``variant`` picks the port's numerics: 'video_features' (default: BatchNorm eps 1e-5 and padding fixed at
 build time, the copy of the port that produced video_features' published features) or 'hassony2' (the port's
@@ -50,6 +51,7 @@ from vidvec.transforms import Preprocess
 FAMILY = "i3d"
 STREAMS = ("both", "rgb", "flow")
 FLOWS = ("raft_large", "raft_small")
+FLOW_REGIONS = ("frame", "crop")  # RAFT on the whole frame then cropped (video_features), or on the crop alone
 Variant = Literal["video_features", "hassony2"]
 
 # (out_channels of branch 0, branch 1's 1x1 and 3x3, branch 2's 1x1 and 3x3, branch 3's 1x1) per Mixed block.
@@ -237,17 +239,19 @@ class TwoStreamI3D(FeatureModel):
 
     def __init__(self, num_classes: int | None = None, streams: str = "both", flow: str = "raft_large",
                  variant: Variant = "video_features", crop: int | None = 224,
-                 flow_iterations: int = RAFT_ITERATIONS, flow_batch: int = 32) -> None:
+                 flow_iterations: int = RAFT_ITERATIONS, flow_batch: int = 32, flow_region: str = "frame") -> None:
         super().__init__()
         if streams not in STREAMS:
             raise ValueError(f"I3D streams must be one of {', '.join(STREAMS)}, not {streams!r}")
         if flow not in FLOWS:
             raise ValueError(f"I3D flow must be one of {', '.join(FLOWS)}, not {flow!r}")
+        if flow_region not in FLOW_REGIONS:
+            raise ValueError(f"I3D flow_region must be one of {', '.join(FLOW_REGIONS)}, not {flow_region!r}")
         if flow_batch < 1:
             raise ValueError(f"flow_batch must be at least 1, not {flow_batch}")
         n = 400 if num_classes is None else num_classes
         self.streams, self.flow_name, self.crop = streams, flow, crop
-        self.flow_iterations, self.flow_batch = flow_iterations, flow_batch
+        self.flow_iterations, self.flow_batch, self.flow_region = flow_iterations, flow_batch, flow_region
         self.rgb = I3D(3, n, variant) if streams in ("both", "rgb") else None
         self.flow = I3D(2, n, variant) if streams in ("both", "flow") else None
         self.raft = getattr(optical_flow, flow)(weights=None) if self.flow is not None else None
@@ -270,9 +274,17 @@ class TwoStreamI3D(FeatureModel):
                  for i in range(0, len(first), self.flow_batch)]
         return torch.cat(flows).reshape(b, t - 1, 2, *frames.shape[-2:]).transpose(1, 2)
 
+    def cropped_flow(self, x: Tensor) -> Tensor:
+        """RAFT's flow (B, 2, T, crop, crop) in pixels for frames (B, 3, T + 1, H, W): computed on the whole
+        frame and then cropped (flow_region 'frame', as video_features), or on the crop alone ('crop': less
+        RAFT work on wide frames, but flow near the crop border differs, as RAFT sees no context beyond it)."""
+        if self.flow_region == "crop":
+            return self.optical_flow(centre_crop(x, self.crop))
+        return centre_crop(self.optical_flow(x), self.crop)
+
     def flow_input(self, x: Tensor) -> Tensor:
         """The flow stream's input (B, 2, T, crop, crop) for frames (B, 3, T + 1, H, W)."""
-        return flow_to_i3d(centre_crop(self.optical_flow(x), self.crop))
+        return flow_to_i3d(self.cropped_flow(x))
 
     @property
     def extras(self) -> tuple[str, ...]:
@@ -293,7 +305,7 @@ class TwoStreamI3D(FeatureModel):
         if self.rgb is not None:  # video_features feeds the RGB stream all frames but the last
             vectors.append(self.rgb(centre_crop(x[:, :, :-1], self.crop)))
         if self.flow is not None:
-            flow = centre_crop(self.optical_flow(x), self.crop)
+            flow = self.cropped_flow(x)
             vectors.append(self.flow(flow_to_i3d(flow)))
             if "flow" in names:
                 extras["flow"] = flow
@@ -307,7 +319,7 @@ class TwoStreamI3D(FeatureModel):
         return sum(s.logits(part) for s, part in zip(streams, latent.split(EMBED_DIM, 1)))
 
     def extra_repr(self) -> str:
-        return f"streams={self.streams}, flow={self.flow_name}, crop={self.crop}"
+        return f"streams={self.streams}, flow={self.flow_name}, flow_region={self.flow_region}, crop={self.crop}"
 
 
 def _ceil8(h: int, w: int) -> tuple[int, int]:
@@ -316,9 +328,9 @@ def _ceil8(h: int, w: int) -> tuple[int, int]:
 
 def build_i3d(num_classes: int | None = None, streams: str = "both", flow: str = "raft_large",
               variant: Variant = "video_features", crop: int | None = 224, flow_iterations: int = RAFT_ITERATIONS,
-              flow_batch: int = 32) -> TwoStreamI3D:
+              flow_batch: int = 32, flow_region: str = "frame") -> TwoStreamI3D:
     """Two-stream I3D with random init (no download); num_classes=0 drops the classifiers."""
-    return TwoStreamI3D(num_classes, streams, flow, variant, crop, flow_iterations, flow_batch)
+    return TwoStreamI3D(num_classes, streams, flow, variant, crop, flow_iterations, flow_batch, flow_region)
 
 
 # --- weights: the port's two files plus torchvision's RAFT, merged into one state_dict ---
@@ -329,7 +341,8 @@ _HASSONY2 = ("https://raw.githubusercontent.com/hassony2/kinetics_i3d_pytorch/"
              "786fbae06a6fd5df419e1961cd32e32fbe8b396d/model/")
 _LICENSE = ("MIT (hassony2/kinetics_i3d_pytorch conversion) of DeepMind's Apache-2.0 kinetics-i3d weights; "
             "Kinetics-400 terms may also apply")
-PREPROCESS = Preprocess(resize=(256,), crop=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+# No crop here: the model takes the resized frame whole, computes flow on it and crops both streams itself.
+PREPROCESS = Preprocess(resize=(256,), crop=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                         layout="video_features")
 KINETICS400 = tuple(R3D_18_Weights.KINETICS400_V1.meta["categories"])  # the same 400 names, same order
 
@@ -420,7 +433,7 @@ def i3d() -> ModelCard:
         extra={
             "video_features": SamplingSpec("windows", fps=None, clip_len=65, stride=64, rule="video_features"),
             "streams": STREAMS,
-            "options": {"streams": STREAMS, "flow": FLOWS},
+            "options": {"streams": STREAMS, "flow": FLOWS, "flow_region": FLOW_REGIONS},
             "embed_dims": {"both": 2 * EMBED_DIM, "rgb": EMBED_DIM, "flow": EMBED_DIM},
             "companions": (FLOW_WEIGHTS, *RAFT_WEIGHTS.values()),
         },
