@@ -338,7 +338,8 @@ def main() -> None:
     if args.several and not args.skip_models:
         every = sorted((SHARED / "assets" / "videos").glob("*"))
         print(f"\n## several models on one decoding pass vs one after another: {', '.join(args.several)}, all "
-              f"{len(every)} shared videos, frame-wise models at {args.several_fps:g} fps, workers {args.workers}, best of {args.repeat}")
+              f"{len(every)} shared videos, frame-wise models at {args.several_fps:g} fps, workers {args.workers}, "
+              f"best of {args.repeat}")
         print("| run | in-process, warm: wall (s) | `vidvec extract` processes: wall (s) |\n|---|---|---|")
         warm = best_of(args.repeat, several_vs_sequential, args.several, every, args.batch_size, args.workers,
                        args.several_fps)
@@ -359,7 +360,8 @@ def main() -> None:
 
     if args.i3d_flows and not args.skip_models:
         video = SHARED / "assets" / "videos" / "R6llTwEh07w.mp4"
-        print("\n## I3D two-stream with RAFT flow: one 65-frame 340x256 clip (RAFT on the whole frame, the streams on the 224 crop), model only, and end to end on "
+        print("\n## I3D two-stream with RAFT flow: one 65-frame 340x256 clip (RAFT on the whole frame, the streams "
+              "on the 224 crop), model only, and end to end on "
               f"{video.name} ({args.workers} workers, batch 2)")
         print("| flow | RAFT s per clip | I3D streams s per clip | RAFT share | end-to-end clips/s | efficiency | "
               "video s per s |\n|---|---|---|---|---|---|---|")

@@ -253,23 +253,20 @@ def grouped(events: Iterable[Event], size: int, max_bytes: int = GROUP_BYTES) ->
     would send them one by one. A group stacks clips of one shape (models given whole frames see videos of
     different sizes)."""
     runs: dict[int, list[Clip]] = {}
-    held: dict[int, int] = {}
 
     def flush(stream: int) -> Iterator[ClipGroup]:
         run = runs.pop(stream, [])
-        held.pop(stream, None)
         if run:
             yield ClipGroup(run[0].video, run, torch.stack([c.pixels for c in run]))
 
     for event in events:
         if isinstance(event, Clip):
-            run = runs.setdefault(event.stream, [])
+            run = runs.get(event.stream)
             if run and run[0].pixels.shape != event.pixels.shape:  # whole frames: videos differ in size
                 yield from flush(event.stream)
-                run = runs.setdefault(event.stream, [])
+            run = runs.setdefault(event.stream, [])
             run.append(event)
-            held[event.stream] = held.get(event.stream, 0) + event.pixels.numel()
-            if len(run) >= size or held[event.stream] >= max_bytes:
+            if len(run) >= size or len(run) * event.pixels.numel() >= max_bytes:  # one shape per run
                 yield from flush(event.stream)
         else:
             for stream in list(runs):

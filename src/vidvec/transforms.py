@@ -153,7 +153,8 @@ class Preprocess:
         out = []
         for top, left, h, w in self.crop_boxes(frames.shape[1], frames.shape[2], crops):
             patch = frames[:, top:top + h, left:left + w]
-            if self.crop is not None and (h, w) != tuple(self.crop):  # frame smaller than the crop: pad by edge replication
+            # A frame smaller than the crop: pad by edge replication.
+            if self.crop is not None and (h, w) != tuple(self.crop):
                 pad_h, pad_w = self.crop[0] - h, self.crop[1] - w
                 patch = np.pad(patch, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
                                        (pad_w // 2, pad_w - pad_w // 2), (0, 0)), mode="edge")
