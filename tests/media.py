@@ -116,20 +116,23 @@ def make_video(
     gop: int | None = None,
     rotation: int | None = None,
     display_matrix: Sequence[int] | None = None,
+    faststart: bool = False,
 ) -> Path:
     """Write a constant-frame-rate video of ``frames`` frames; frame i is filled with ``index_color(i)``.
 
     size is (width, height). pattern: 'index' (solid colour) or 'marker' (plus a white top-left square).
     gop: keyframe interval in frames (default: 2 seconds). rotation: clockwise display rotation in degrees
     written as display-matrix side data (the convention of the legacy 'rotate' tag and of phone videos);
-    display_matrix: an explicit 9-int FFmpeg display matrix instead.
+    display_matrix: an explicit 9-int FFmpeg display matrix instead. faststart: mp4 with its index (moov)
+    before the media data, as web videos are: the header then describes every frame even when the file is
+    cut short.
     """
     path = Path(path)
     rate = _rate(fps)
     width, height = size
     if gop is None:
         gop = max(1, round(2 * float(rate)))
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else None) as container:
         stream = _add_video_stream(container, codec, rate, size, gop)
         if display_matrix is not None:
             stream.set_display_matrix(list(display_matrix))
@@ -296,6 +299,46 @@ def make_corrupt_middle(path: str | os.PathLike, frames: int = 90, bad: Sequence
         data[start : start + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(data))
     return path
+
+
+def cut_short(path: str | os.PathLike, keep: float) -> Path:
+    """Keep only the first ``keep`` fraction of a file's bytes (``head -c``), in place."""
+    path = Path(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def scramble(path: str | os.PathLike, start: float, end: float, seed: int = 1) -> Path:
+    """Overwrite the bytes between fractions ``start`` and ``end`` of a file with random bytes, in place."""
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    a, b = int(len(data) * start), int(len(data) * end)
+    data[a:b] = np.random.default_rng(seed).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def remux_shifted(src: str | os.PathLike, dst: str | os.PathLike, shift: float, start: float | None = None) -> Path:
+    """Copy a video's packets into a new mp4 with every timestamp moved by ``shift`` seconds, like
+    ``ffmpeg -itsoffset SHIFT -i SRC -c copy DST``; with ``start``, only from the keyframe at or before it, like
+    ``ffmpeg -ss START -i SRC -c copy DST`` (the frames before START get negative times and an edit list hides
+    them). Either way the header still counts the frames it no longer shows."""
+    dst = Path(dst)
+    with av.open(str(src)) as source, av.open(str(dst), "w") as out:
+        stream = source.streams.video[0]
+        target = out.add_stream_from_template(stream)
+        packets = [p for p in source.demux(stream) if p.dts is not None]
+        if start is not None:
+            key = max(p.dts for p in packets if p.is_keyframe and p.pts * stream.time_base <= start)
+            packets = [p for p in packets if p.dts >= key]
+        ticks = int(round(shift / stream.time_base))
+        for packet in packets:
+            packet.pts += ticks
+            packet.dts += ticks
+            packet.stream = target
+            out.mux(packet)
+    return dst
 
 
 def ffmpeg_fps_filter(num_frames: int, ticks: int, time_base: Fraction, rate: str) -> list[int]:

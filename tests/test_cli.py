@@ -55,8 +55,12 @@ def test_extract_status_inspect_and_exit_codes(folder, tmp_path):
     status = vidvec("status", out, check=0)
     assert "broken.mp4" in status.stdout and "failed" in status.stdout
 
-    quiet = vidvec("extract", folder, "--out", out, "--fps", 2, "--quiet", check=0)
-    assert "] " not in quiet.stderr  # already done, failures not retried: nothing per video
+    # Failures stay failures until retried: the rerun still exits 1, says so, and names no output file.
+    quiet = vidvec("extract", folder, "--out", out, "--fps", 2, "--quiet", check=1)
+    assert "] " not in quiet.stderr  # already done: nothing per video
+    (again,) = [line for line in quiet.stderr.splitlines() if line.startswith("FAILED")]
+    assert "broken.mp4: failed in an earlier run: " in again and "--retry-failed" in again and "->" not in again
+    assert "failed 1, already done 2" in quiet.stderr
 
     clash = vidvec("extract", folder, "--out", out, "--fps", 3, check=2)
     assert "fps" in clash.stderr and "Traceback" not in clash.stderr

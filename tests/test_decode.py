@@ -14,12 +14,15 @@ import media
 from vidvec.decode import DecodeError, VideoDecoder, VideoInfo, probe
 
 
-def _indices(decoder: VideoDecoder, times) -> list[int]:
-    return [media.frame_index(frame) for _, frame in decoder.frames_at(times)]
+def _indices(decoder: VideoDecoder, times) -> list[int | None]:
+    """The index of the frame given at each time; None where the decoder has no frame."""
+    return [None if frame is None else media.frame_index(frame) for _, frame in decoder.frames_at(times)]
 
 
-def _expected_cfr(times, fps: float, n: int) -> list[int]:
-    return [min(n - 1, max(0, math.floor(t * fps + 1e-6))) for t in times]
+def _expected_cfr(times, fps: float, n: int) -> list[int | None]:
+    """The frame on screen at each time; before the start the first; None from one frame after the end of
+    the last (up to there, the last frame stands for a header that rounds the duration up)."""
+    return [None if t * fps >= n + 1 - 1e-6 else min(n - 1, max(0, math.floor(t * fps + 1e-6))) for t in times]
 
 
 # ---------------------------------------------------------------------------------------------------- CFR
@@ -67,8 +70,10 @@ def test_one_frame_video(tmp_path):
     info = probe(path)
     assert info.num_frames == 1 and info.duration == pytest.approx(1 / 25, abs=1e-3)
     with VideoDecoder(path) as dec:
-        out = [f for _, f in dec.frames_at([0.0, 0.5, 10.0])]
+        out = [f for _, f in dec.frames_at([0.0, 0.03, 0.07, 0.09, 10.0])]
+    # Shown for its 0.04 s, and up to one frame more (a duration rounded up); after that there is no frame.
     assert out[0] is out[1] is out[2] and media.frame_index(out[0]) == 0
+    assert out[3] is None and out[4] is None
 
 
 def test_times_must_ascend_and_closed_decoder_refuses(tmp_path):
@@ -97,7 +102,7 @@ def test_variable_frame_rate_uses_timestamps(tmp_path):
     path, starts = media.make_vfr_video(tmp_path / "vfr.mp4", pts_ms=pts_ms)
     times, expected = [], []
     for i, start in enumerate(starts):
-        end = starts[i + 1] if i + 1 < len(starts) else start + 0.5
+        end = starts[i + 1] if i + 1 < len(starts) else start + 0.05
         for t in (start, (start + end) / 2, end - 0.002):
             times.append(t)
             expected.append(i)
@@ -306,8 +311,9 @@ def test_real_19_62_fps_video_selects_by_pts(shared_dir):
     ref = _reference(path)
     assert len(ref) == 355
     assert [t for t, _ in ref] == pytest.approx([k * 50 / 981 for k in range(355)], abs=1e-9)
-    # Sample at 30 fps (not the native rate): each time must get the last frame that started before it.
-    times = [k / 30 for k in range(int(18.2 * 30))]
+    # Sample at 30 fps (not the native rate): each time must get the last frame that started before it, up to
+    # one frame after the last one ends (18.094 s + 1 / 19.62 s).
+    times = [k / 30 for k in range(int(18.14 * 30))]
     with VideoDecoder(path) as dec:
         got = [hashlib.sha1(f.tobytes()).digest() for _, f in dec.frames_at(times)]
         assert dec.frames_converted == 355  # every frame is on screen at some 30 fps instant
@@ -318,7 +324,7 @@ def test_real_19_62_fps_video_selects_by_pts(shared_dir):
 def test_real_video_seeking_matches_a_straight_pass(shared_dir):
     # 30 fps h264 with B-frames, keyframes every 2 s: sparse times force seeks into GOPs.
     path = shared_dir / "assets" / "videos" / "v_ZNVhz7ctTq0.mp4"
-    times = [0.1, 0.5, 4.3, 4.31, 9.0, 13.95, 14.5]
+    times = [0.1, 0.5, 4.3, 4.31, 9.0, 13.95, 14.02]
     with VideoDecoder(path, seek_gap=math.inf) as dec:
         straight = [f.copy() for _, f in dec.frames_at(times)]
     with VideoDecoder(path, seek_gap=1.0) as dec:

@@ -90,8 +90,10 @@ def test_manifest_span_and_output_path(videos, tmp_path):
         writer.writerow([videos / "a" / "x.mp4", tmp_path / "custom" / "first", 2.0, 5.0])
         writer.writerow([videos / "b" / "x.mp4", "", "", ""])
     out = tmp_path / "feats"
+    with pytest.raises(ExtractError, match="is absolute, outside --out"):  # only when allowed
+        list(vidvec.extract([], MODEL, out, manifest=manifest, num_workers=0))
     outcomes = list(vidvec.extract([], MODEL, out, manifest=manifest, sampling=SamplingOverrides(fps=1.0),
-                                   num_workers=0))
+                                   num_workers=0, absolute_outputs=True))
     assert [o.status for o in outcomes] == ["done", "done"]
     arrays, prov = read_features(tmp_path / "custom" / "first.npz")
     np.testing.assert_allclose(arrays["timestamps"][:, 0], [2, 3, 4])
@@ -120,7 +122,11 @@ def test_bad_videos_fail_alone_with_reasons(videos, tmp_path):
     summary = Ledger(out).summary()
     assert summary["failed"] == 3 and summary["done"] == 3
     again = run([videos, tmp_path / "missing.mp4"], out)
-    assert {o.status for o in again} == {"skipped"}
+    # Failed stays failed until retried (and names no output file); done is skipped.
+    assert sorted(o.status for o in again) == ["failed"] * 3 + ["skipped"] * 3
+    for o in again:
+        assert (o.output is None and o.reason.startswith("failed in an earlier run: ")) if o.status == "failed" \
+            else o.output.exists()
     retry = run([videos, tmp_path / "missing.mp4"], out, retry_failed=True)
     assert sorted(o.status for o in retry) == ["failed"] * 3 + ["skipped"] * 3
 

@@ -20,6 +20,8 @@ from vidvec.models.pyslowfast.checkpoint import (
     load_state_dict_strict,
     safe_pickle_loads,
 )
+from vidvec.registry import card_from_checkpoint
+from vidvec.weights import WeightsError, load_model
 
 
 # --------------------------------------------------------------------------------- malicious pickles
@@ -54,12 +56,37 @@ def test_code_running_c2_pickle_is_refused(tmp_path: Path, how: str) -> None:
     assert not flag.exists(), "the pickle's code ran"
 
 
+def _assert_refused_in_one_line(error: Exception, path: Path, culprit: str) -> None:
+    assert str(error) == (f"refusing to load {path}: it would run code when loaded (its pickle calls {culprit}); "
+                          f"vidvec loads only plain tensors")
+
+
 def test_code_running_pyth_is_refused(tmp_path: Path) -> None:
     flag = tmp_path / "flag"
     path = tmp_path / "evil.pyth"
     torch.save({"epoch": 1, "model_state": {"w": torch.zeros(1)}, "cfg": _RunsCode(flag, "function")}, path)
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(WeightsError) as err:
         load_checkpoint(path)
+    _assert_refused_in_one_line(err.value, path, "test_pyslowfast_checkpoint._write_flag")
+    assert not flag.exists(), "the checkpoint's code ran"
+
+
+@pytest.mark.parametrize("model", [None, "Kinetics/X3D_XS"])
+def test_code_running_pyth_is_one_line_for_any_model(tmp_path: Path, model: str | None) -> None:
+    """Without a model the cfg inspection (card_from_checkpoint) meets the pickle first; with a PySlowFast model
+    the card's reader does. Either way: one line naming the global, no advice to load it unrestricted."""
+    flag = tmp_path / "flag"
+    path = tmp_path / "evil.pyth"
+    cfg = "MODEL:\n  MODEL_NAME: X3D\n"
+    torch.save({"epoch": 1, "model_state": {"w": torch.zeros(1)}, "cfg": cfg, "evil": _RunsCode(flag, "system")},
+               path)
+    with pytest.raises(WeightsError) as err:
+        load_model(model, weights=path)
+    _assert_refused_in_one_line(err.value, path, "posix.system" if os.name == "posix" else "nt.system")
+    assert "\n" not in str(err.value) and "weights_only=False" not in str(err.value)
+    if model is None:  # refused while inferring the model, not after falling back to the default model
+        with pytest.raises(WeightsError, match="^refusing to load"):
+            card_from_checkpoint(path)
     assert not flag.exists(), "the checkpoint's code ran"
 
 
@@ -121,6 +148,17 @@ def test_key_mismatch_is_one_clear_error_with_a_suggestion(pyslowfast_ckpt_dir: 
     assert "missing: s1.pathway1_stem.conv.weight" in msg
     assert "closest known configs: Kinetics/c2/SLOW_8x8_R50" in msg
     assert "RESNET.WIDTH_PER_GROUP 8?" in msg
+
+
+def test_load_pretrained_refuses_non_finite_weights(tmp_path: Path) -> None:
+    cfg = load_config("Kinetics/c2/SLOW_8x8_R50", ["RESNET.WIDTH_PER_GROUP", 2, "MODEL.NUM_CLASSES", 3])
+    state = build_model(cfg).state_dict()
+    state["head.projection.weight"][0, 0] = float("nan")
+    path = tmp_path / "nan.pyth"
+    torch.save({"epoch": 1, "model_state": state, "cfg": ""}, path)
+    with pytest.raises(WeightsError, match=rf"^{path} has NaN/Inf values in 1 of {len(state)} tensors "
+                                           r"\(e.g. head.projection.weight\); refusing to load it$"):
+        load_pretrained(path, cfg=cfg)
 
 
 def test_exact_suggestion_for_a_full_size_state_dict() -> None:

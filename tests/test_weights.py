@@ -16,8 +16,8 @@ from vidvec.models.base import FeatureModel
 from vidvec.registry import ModelCard, Weights, get_card
 from vidvec.sampling import SamplingSpec
 from vidvec.transforms import Preprocess
-from vidvec.weights import (LoadedModel, WeightsError, load_into, load_model, load_state_dict, resolve,
-                            sha256_file, vidvec_home)
+from vidvec.weights import (LoadedModel, WeightsError, _load_checkpoint_into, load_into, load_model, load_state_dict,
+                            resolve, sha256_file, vidvec_home)
 
 PP = Preprocess(resize=(8,), crop=(8, 8), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -174,8 +174,12 @@ def test_load_state_dict_refuses_code_execution(tmp_path, fmt):
         torch.save(payload, path)
     else:
         path.write_bytes(pickle.dumps(payload, protocol=2))
-    with pytest.raises(WeightsError, match="refusing to load"):
+    with pytest.raises(WeightsError) as err:
         load_state_dict(path)
+    # The first global torch refuses is named: the exploit's, or (plain pickle) torch's own legacy loader.
+    culprit = "os.makedirs" if fmt == "torch-zip" else "torch.storage._load_from_bytes"
+    assert str(err.value) == (f"refusing to load {path}: it would run code when loaded (its pickle calls "
+                              f"{culprit}); vidvec loads only plain tensors")
     assert not flag.exists()
     # Sanity check of the exploit itself: an unrestricted load runs it.
     try:
@@ -204,6 +208,10 @@ def test_load_state_dict_rejects_non_checkpoints(tmp_path):
     (tmp_path / "text.pth").write_text("hello, not a checkpoint")
     with pytest.raises(WeightsError, match="not a PyTorch checkpoint"):
         load_state_dict(tmp_path / "text.pth")
+    (tmp_path / "zeros.pth").write_bytes(b"\0" * 100)  # a pickle torch's safe unpickler cannot read: no "code"
+    with pytest.raises(WeightsError, match=r"zeros.pth is not a PyTorch checkpoint vidvec can read \(torch's safe "
+                                           r"unpickler rejects it\)$"):
+        load_state_dict(tmp_path / "zeros.pth")
     torch.save({"epoch": 3, "note": "no tensors"}, tmp_path / "meta.pth")
     with pytest.raises(WeightsError, match="not a state_dict"):
         load_state_dict(tmp_path / "meta.pth")
@@ -234,6 +242,7 @@ def test_load_model_user_checkpoint_and_mismatch(tmp_path):
     assert isinstance(loaded, LoadedModel)
     assert loaded.weights is None and loaded.weights_path == good
     assert loaded.weights_sha256 == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert loaded.weights_trust == "file"
     assert loaded.preprocess == card.default_weights.preprocess  # user checkpoints: default preprocessing
     assert not loaded.module.training
     assert torch.equal(loaded.module.state_dict()["_fc.weight"], sd["_fc.weight"])
@@ -302,6 +311,7 @@ def test_skipped_init_is_per_thread():
 def test_load_model_random():
     loaded = load_model("r3d_18", "random", dtype=torch.float64)
     assert loaded.weights is None and loaded.weights_path is None and loaded.weights_sha256 == "random"
+    assert loaded.weights_trust == "random"
     assert not loaded.module.training
     assert next(loaded.module.parameters()).dtype == torch.float64
     assert loaded.categories == get_card("r3d_18").default_weights.categories
@@ -346,7 +356,7 @@ def test_unhashed_entry_records_sha256_on_first_download(tmp_path, isolated_home
     entry, path = resolve(card, None)
     assert path == isolated_home / "checkpoints" / "model.pyth"
     sidecar = path.with_name("model.pyth.sha256")
-    assert sidecar.read_text() == f"{digest}  model.pyth\n"
+    assert sidecar.read_text() == f"{digest}  model.pyth\n# vidvec trust: downloaded\n"
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.pyth", "model.pyth.sha256"]
     # Later loads check the file against the record (offline: no second download).
     monkeypatch.setenv("VIDVEC_OFFLINE", "1")
@@ -369,7 +379,7 @@ def test_unhashed_entry_placed_by_hand_is_recorded_then_checked(tmp_path, isolat
     assert resolve(card, None) == (card.default_weights, placed)  # trusted on first use ...
     assert placed.with_name("model.pkl.sha256").read_text().split()[0] == digest
     placed.write_bytes(b"something else")                          # ... and held to it afterwards
-    with pytest.raises(WeightsError, match="the file changed"):
+    with pytest.raises(WeightsError, match="was recorded when it was first found in the cache .*the file changed"):
         resolve(card, None)
 
 
@@ -412,3 +422,23 @@ def test_card_without_weights_entries(tmp_path):
     assert resolve(card, "random") == (None, None)
     with pytest.raises(WeightsError, match="valid: random, or a checkpoint path"):
         resolve(card, "SOMETHING")
+
+
+# --- NaN/Inf weights are refused whichever reader read them ---
+
+
+@pytest.mark.parametrize("reader", ["load_state_dict", "card hook"])
+def test_non_finite_weights_are_refused(tmp_path, reader):
+    state = Tiny().state_dict()
+    state["fc.weight"][0, 1] = float("nan")
+    state["body.bias"][2] = float("inf")
+    path = tmp_path / "nan.pth"
+    torch.save(state, path)
+    hook = {"read_checkpoint": lambda p: dict(torch.load(p, weights_only=True))} if reader == "card hook" else {}
+    card = ModelCard("tiny", "test", "image", Tiny, (), 4, SamplingSpec(), "body", "test", preprocess=PP, **hook)
+    module = Tiny()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    with pytest.raises(WeightsError) as err:
+        _load_checkpoint_into(card, module, path)
+    assert str(err.value) == f"{path} has NaN/Inf values in 2 of 4 tensors (e.g. body.bias); refusing to load it"
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in before.items())  # nothing was loaded

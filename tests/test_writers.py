@@ -204,26 +204,108 @@ def test_npy_rewrite_never_pairs_old_npy_with_new_sidecar(tmp_path: Path, monkey
 def test_remove_stale_temps_after_killed_writer(tmp_path: Path) -> None:
     real = write_features(tmp_path / "a" / "x.npz", "npz", sample_arrays(), PROVENANCE)
     sidecar_npy = write_features(tmp_path / "b" / "y.npy", "npy", sample_arrays(), PROVENANCE)
-    # What a SIGKILL in the middle of atomic_path leaves behind (the block never exits).
-    # Keep the context managers referenced: a collected one would clean up after itself.
-    open_writers, stale = [], []
-    for final in (tmp_path / "a" / "z.npz", tmp_path / "b" / "w.npy", tmp_path / "top.pt"):
-        cm = atomic_path(final)
-        tmp = cm.__enter__()
-        tmp.write_bytes(b"half")
-        open_writers.append(cm)
-        stale.append(tmp)
+    # A writer SIGKILLed inside three atomic_path blocks: three abandoned temps.
+    finals = [tmp_path / "a" / "z.npz", tmp_path / "b" / "w.npy", tmp_path / "top.pt"]
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from contextlib import ExitStack
+        from pathlib import Path
+        from vidvec.writers import atomic_path
+        with ExitStack() as stack:
+            for final in {[str(f) for f in finals]!r}:
+                stack.enter_context(atomic_path(Path(final))).write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == -signal.SIGKILL
+    stale = [p for p in tmp_path.rglob("*") if ".vidvec-tmp" in p.name]
+    assert len(stale) == 3
     # Files that merely look similar are not ours to delete.
     decoy = tmp_path / "a" / "notes.vidvec-tmp.txt"  # not hidden
     decoy.write_text("keep")
-
-    assert remove_stale_temps(tmp_path) == 3
+    # Nor is the temp of a live writer, even in this very process.
+    with atomic_path(tmp_path / "a" / "live.bin") as live:
+        live.write_bytes(b"in flight")
+        assert remove_stale_temps(tmp_path) == 3
+        assert live.exists()
+    assert (tmp_path / "a" / "live.bin").read_bytes() == b"in flight"
     assert not any(p.exists() for p in stale)
     assert decoy.exists()
     assert read_features(real)[1] == PROVENANCE
     assert read_features(sidecar_npy)[1] == PROVENANCE
     assert remove_stale_temps(tmp_path) == 0
     assert remove_stale_temps(tmp_path / "does-not-exist") == 0
+
+
+def test_remove_stale_temps_spares_a_writer_in_another_process(tmp_path: Path) -> None:
+    """Another run writing into the same folder keeps its in-flight temp, and its rename succeeds."""
+    final = tmp_path / "x.bin"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from vidvec.writers import atomic_path
+        with atomic_path(Path({str(final)!r})) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"first half, ")
+                f.flush()
+                print(tmp, flush=True)
+                sys.stdin.readline()  # the test cleans the folder now
+                f.write(b"second half")
+        """
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        tmp = Path(writer.stdout.readline().strip())
+        assert tmp.name.startswith(".x.bin.vidvec-tmp") and tmp.exists()
+        assert remove_stale_temps(tmp_path) == 0
+        assert tmp.exists()
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        assert writer.wait(timeout=60) == 0
+    finally:
+        writer.kill()
+        writer.wait()
+    assert final.read_bytes() == b"first half, second half"
+    assert files_in(tmp_path) == ["x.bin"]
+
+
+def test_writer_takes_a_new_temp_when_a_cleaner_removed_its_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cleaner may remove a temp between its creation and its lock: the writer starts over."""
+    fcntl = pytest.importorskip("fcntl")
+    real_flock = fcntl.flock
+    names = []
+
+    def flock(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX and not names:  # the writer, not yet holding its first temp
+            names.extend(p.name for p in tmp_path.iterdir())
+            assert remove_stale_temps(tmp_path) == 1  # not locked yet: it looks abandoned
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with atomic_path(tmp_path / "x.bin") as tmp:
+        assert tmp.exists() and tmp.name not in names
+        tmp.write_bytes(b"data")
+    assert len(names) == 1
+    assert files_in(tmp_path) == ["x.bin"]
+
+
+def test_without_fcntl_temps_are_neither_locked_nor_spared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has no fcntl: atomic writes work as before locks, and every temp counts as stale."""
+    monkeypatch.setattr(writers, "fcntl", None)
+    with pytest.raises(FileNotFoundError):  # as before: the write in flight loses its temp
+        with atomic_path(tmp_path / "x.bin") as tmp:
+            assert not tmp.exists()  # the caller creates it
+            tmp.write_bytes(b"in flight")
+            assert remove_stale_temps(tmp_path) == 1
+    assert files_in(tmp_path) == []
+    with atomic_path(tmp_path / "x.bin") as tmp:
+        tmp.write_bytes(b"data")
+    assert (tmp_path / "x.bin").read_bytes() == b"data"
 
 
 def test_sigkilled_writer_leaves_only_a_temp(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import av
 import av.error
 import numpy as np
 
-from vidvec.decode import DecodeError, decoded_frames
+from vidvec.decode import DecodeError, PacketTrack, decoded_frames
 
 __all__ = ["AudioFrontend", "AudioExample", "NoAudioError", "decode_audio", "audio_examples"]
 
@@ -114,11 +114,13 @@ class NoAudioError(ValueError):
 
 
 def decode_audio(path: str | os.PathLike, sample_rate: int = 16000,
-                 chunk_seconds: float = 10.0) -> Iterator[np.ndarray]:
+                 chunk_seconds: float = 10.0, track: PacketTrack | None = None) -> Iterator[np.ndarray]:
     """The first audio stream of ``path`` as mono float32 chunks at ``sample_rate`` Hz.
 
     Chunks hold ``chunk_seconds`` of sound (the last one at most that); concatenated they are the whole track
-    from its first decoded sample. Damaged packets are skipped, as the video decoder does.
+    from its first decoded sample. Damaged packets are skipped, as the video decoder does; with a ``track``
+    (which counts them) the sound ends at the first one instead, since what follows a lost packet would be
+    shifted in time.
     Raises, when called (not at the first chunk): NoAudioError when the file has no audio stream, DecodeError
     (one-line reason, without the path) when it cannot be opened or its codec has no decoder.
     """
@@ -134,17 +136,21 @@ def decode_audio(path: str | os.PathLike, sample_rate: int = 16000,
         if not container.streams.audio:
             raise NoAudioError(p)
         raise DecodeError("unsupported audio codec: no decoder in this FFmpeg build")
-    return _chunks(container, sample_rate, max(1, int(round(chunk_seconds * sample_rate))))
+    return _chunks(container, sample_rate, max(1, int(round(chunk_seconds * sample_rate))), track)
 
 
-def _chunks(container: av.container.InputContainer, sample_rate: int, chunk: int) -> Iterator[np.ndarray]:
+def _chunks(container: av.container.InputContainer, sample_rate: int, chunk: int,
+            track: PacketTrack | None) -> Iterator[np.ndarray]:
     with container:
         stream = container.streams.audio[0]
         # layout=None keeps the source's channels (averaged in _mono); planar float gives (channels, samples).
         resampler = av.AudioResampler(format="fltp", layout=None, rate=sample_rate)
         pending: list[np.ndarray] = []
         size = 0
-        for frame in itertools.chain(decoded_frames(container, stream), [None]):  # None flushes the resampler
+        frames = decoded_frames(container, stream, track)
+        if track is not None:
+            frames = itertools.takewhile(lambda _: not track.errors, frames)
+        for frame in itertools.chain(frames, [None]):  # None flushes the resampler
             for out in resampler.resample(frame):
                 pending.append(_mono(out))
                 size += pending[-1].size

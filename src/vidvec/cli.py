@@ -7,15 +7,18 @@ unknown model, missing weights, settings clash with the output folder).
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Turn videos into latent vectors with pretrained video, image and audio models.")
@@ -24,7 +27,8 @@ out = Console()
 
 
 def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    """Print one error line (the message as it is: no markup, non-UTF-8 name bytes escaped) and exit 2."""
+    err.print(Text.assemble(("error:", "red"), " ", _shown(message)), highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -72,11 +76,16 @@ def extract(
                                    "touches the disk."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process videos that failed before again."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo everything if the settings changed."),
+    partial: bool = typer.Option(False, "--partial", help="Keep what a truncated or damaged video holds (planned "
+                                 "on its decoded length, clips that need lost frames left out; recorded as "
+                                 "partial) instead of failing it."),
+    absolute_outputs: bool = typer.Option(False, "--absolute-outputs", help="Let a manifest's output_path be an "
+                                          "absolute path outside --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print failures and the summary only."),
 ) -> None:
     """Extract features from videos into OUT, resuming where a previous run stopped."""
     from .extraction import ExtractError, SamplingOverrides, prepare
-    from .ledger import SettingsMismatch
+    from .ledger import LedgerError, SettingsMismatch
     from .sources import SourceError
     from .weights import WeightsError
 
@@ -94,8 +103,8 @@ def extract(
                       device=device, dtype=dtype, sampling=overrides,
                       model_options={"streams": streams, **_parse_options(option or [])},
                       top_k=top_k, logits=logits, save_flow=save_flow, retry_failed=retry_failed, overwrite=overwrite,
-                      on_clips=clip_counter)
-    except (ExtractError, SettingsMismatch, SourceError, WeightsError, ValueError) as error:
+                      partial=partial, absolute_outputs=absolute_outputs, on_clips=clip_counter)
+    except (ExtractError, SettingsMismatch, SourceError, WeightsError, LedgerError, ValueError) as error:
         _fail(str(error))
     several = len(run.targets) > 1
     total = len(run.sources) * len(run.targets)
@@ -106,7 +115,7 @@ def extract(
             err.print(f"  model {target.name} ({target.settings['weights']['name']}), "
                       f"{describe_sampling(target.model.card, target.spec)}"
                       + (f" -> {target.out}" if several else ""), highlight=False, soft_wrap=True)
-    counts = {"done": 0, "failed": 0, "skipped": 0}
+    counts = {"done": 0, "failed": 0, "skipped": 0, "partial": 0}
     began = time.perf_counter()
     interactive = err.is_terminal and not quiet
     progress = _progress() if interactive else None
@@ -114,33 +123,81 @@ def extract(
     if progress:
         progress.start()
     try:
-        for n, outcome in enumerate(run, 1):
-            counts[outcome.status] += 1
-            tag = f" [{outcome.model}]" if several else ""
-            if outcome.status == "failed":
-                line = f"FAILED {outcome.source.path}{tag}: {outcome.reason}"
-                (progress.console if progress else err).print(line, style="red", highlight=False, soft_wrap=True,
-                                                              markup=False)
-            elif not quiet and not interactive:
-                extra = f"{outcome.result.clips} clips" if outcome.result else outcome.reason
-                err.print(f"[{n}/{total}] {outcome.status} {outcome.source.path}{tag} -> {outcome.output} ({extra})",
-                          highlight=False, soft_wrap=True, markup=False)
-            if progress:
-                rate = clip_counter.clips / max(time.perf_counter() - began, 1e-9)
-                progress.update(task, advance=1, rate=f"{rate:.1f} clips/s")
-    except KeyboardInterrupt:
-        err.print("interrupted: finished videos are saved; run the same command again to resume")
-        raise typer.Exit(130)
+        with _signals_interrupt():
+            for n, outcome in enumerate(run, 1):
+                counts[outcome.status] += 1
+                counts["partial"] += outcome.status == "done" and outcome.partial is not None
+                tag = f" [{outcome.model}]" if several else ""
+                video = _shown(outcome.source.path)
+                if outcome.status == "failed":
+                    line = f"FAILED {video}{tag}: {_shown(outcome.reason)}"
+                    (progress.console if progress else err).print(line, style="red", highlight=False,
+                                                                  soft_wrap=True, markup=False)
+                elif outcome.partial is not None and outcome.status == "done":
+                    line = f"PARTIAL {video}{tag}: {_shown(outcome.partial)}"
+                    (progress.console if progress else err).print(line, style="yellow", highlight=False,
+                                                                  soft_wrap=True, markup=False)
+                elif not quiet and not interactive:
+                    extra = f"{outcome.result.clips} clips" if outcome.result else outcome.reason
+                    err.print(f"[{n}/{total}] {outcome.status} {video}{tag} -> {_shown(outcome.output)} ({extra})",
+                              highlight=False, soft_wrap=True, markup=False)
+                if progress:
+                    rate = clip_counter.clips / max(time.perf_counter() - began, 1e-9)
+                    progress.update(task, advance=1, rate=f"{rate:.1f} clips/s")
+    except _Interrupted as stop:
+        if progress:
+            progress.stop()
+        err.print(f"interrupted ({stop.name}): finished videos are saved; run the same command again to resume",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + stop.signum)
+    except ExtractError as error:  # the ledger cannot be written any more (e.g. a full disk)
+        if progress:
+            progress.stop()
+        _fail(str(error))
     finally:
         if progress:
             progress.stop()
     wall = time.perf_counter() - began
-    err.print(f"done {counts['done']}, failed {counts['failed']}, already done {counts['skipped']} "
+    partial_text = f" ({counts['partial']} partial)" if counts["partial"] else ""
+    err.print(f"done {counts['done']}{partial_text}, failed {counts['failed']}, already done {counts['skipped']} "
               f"in {wall:.1f} s ({clip_counter.clips / max(wall, 1e-9):.1f} clips/s); outputs in {out}",
               highlight=False, soft_wrap=True)
     if counts["failed"]:
         err.print(f"see failures with: vidvec status {out}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP during a run (a KeyboardInterrupt, so that no ``except Exception`` on the way
+    mistakes it for a failure of the video in hand)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Turn SIGINT, SIGTERM and SIGHUP into _Interrupted in the main thread while the run goes on, so each ends
+    the run the same way: finished videos stay recorded, the user is told how to resume."""
+    def stop(signum: int, _frame: object) -> None:
+        raise _Interrupted(signum)
+
+    wanted = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, stop) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _shown(value: object) -> str:
+    """A path or message as text any terminal can print: bytes of a file name that are not UTF-8 (Python keeps
+    them as lone surrogates) are written as backslash escapes."""
+    text = str(value)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class _ClipCounter:
@@ -183,30 +240,32 @@ def _parse_stride(stride: str | None) -> dict:
 @app.command()
 def status(out: Path = typer.Argument(..., help="An output folder of `vidvec extract` (or the --out of a run with "
                                                 "several models: each model's folder is shown).")) -> None:
-    """Counts, failures with reasons and throughput of an output folder."""
-    from .ledger import LEDGER_NAME
+    """Counts, failures and partial results with reasons, and throughput of an output folder (read-only)."""
+    from .ledger import LEDGER_NAME, LedgerError
 
     folders = [out] if (out / LEDGER_NAME).exists() else sorted(p.parent for p in out.glob(f"*/{LEDGER_NAME}"))
     if not folders:
         _fail(f"{out} has no vidvec ledger ({LEDGER_NAME}); is it an output folder of `vidvec extract`?")
     for folder in folders:
         if len(folders) > 1:
-            Console().print(f"[bold]{folder}[/bold]", highlight=False)
-        _print_status(folder)
+            Console().print(str(folder), style="bold", markup=False, highlight=False, soft_wrap=True)
+        try:
+            _print_status(folder)
+        except LedgerError as error:
+            _fail(str(error))
 
 
 def _print_status(out: Path) -> None:
+    """Print one output folder's summary; opens its ledger read-only (LedgerError when it can't)."""
     from .ledger import Ledger
 
-    ledger = Ledger(out)
-    try:
+    with Ledger(out, readonly=True) as ledger:
         summary = ledger.summary()
-    finally:
-        ledger.close()
     settings = summary.get("settings") or {}
     table = Table(show_header=False, box=None)
     table.add_row("model", str(settings.get("model")))
     table.add_row("done", str(summary["done"]))
+    table.add_row("partial", str(summary["partial"]))
     table.add_row("failed", str(summary["failed"]))
     table.add_row("skipped", str(summary["skipped"]))
     table.add_row("clips", str(summary["clips"]))
@@ -216,6 +275,8 @@ def _print_status(out: Path) -> None:
     console.print(table)
     for path, reason in summary["failures"]:
         console.print(f"FAILED {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
+    for path, note in summary["partials"]:
+        console.print(f"PARTIAL {path}: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -283,6 +344,45 @@ def encode_text(
             np.save(f, vectors, allow_pickle=False)
     err.print(f"{len(texts)} text vector(s) of {vectors.shape[1]} dims from {card.name} -> {out_file}",
               highlight=False)
+
+
+@app.command("verify-weights")
+def verify_weights(
+    model: str = typer.Argument(..., help="A registered model (see `vidvec models`)."),
+    weights: Optional[str] = typer.Option(None, help="Its weights entry name (default: the default entry)."),
+    sha256: Optional[str] = typer.Option(None, "--sha256", help="Pin the cached file to this full sha256 (64 hex "
+                                         "digits) that you checked: later loads report trust 'pinned'."),
+) -> None:
+    """Check a model's cached weights file against its published or recorded sha256, or pin it to one.
+
+    Exit codes: 0 the file has the expected hash (or the pin is recorded), 1 it does not (nothing recorded),
+    2 bad usage or no such file.
+    """
+    from .registry import get_card
+    from .weights import WeightsError, check_weights, pin_sha256
+
+    try:
+        entry = get_card(model).get_weights(weights)
+        check = check_weights(entry)
+    except (ValueError, WeightsError) as error:
+        _fail(str(error))
+    if sha256 is not None:
+        try:
+            path = pin_sha256(entry, sha256)
+        except (ValueError, OSError) as error:
+            _fail(str(error))
+        except WeightsError as error:
+            err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+        print(f"{path} has sha256 {sha256.strip().lower()}: trust {'published' if entry.sha256 else 'pinned'}")
+        return
+    expected = f"{check.expected} ({check.trust})" if check.expected else "none recorded yet"
+    print(f"file      {check.path}\nsha256    {check.sha256}\nexpected  {expected}\ntrust     {check.trust}")
+    if not check.ok:
+        reason = (f"{check.path} does not have the expected sha256 ({check.trust})" if check.expected else
+                  f"no sha256 is published or recorded for {check.path}: check it and pin it with --sha256 HEX")
+        err.print(f"[red]error:[/red] {reason}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -9,14 +9,14 @@ visual streams need are decoded once (at each stream's size); audio streams read
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from .decode import DecodeError, VideoDecoder, VideoInfo, probe
-from .sampling import ClipPlan, SamplingSpec, StreamTiming, plan
+from .decode import DecodeError, PacketTrack, VideoDecoder, VideoInfo, probe
+from .sampling import ClipPlan, SamplingSpec, StreamTiming, every_frame, plan
 from .sources import VideoSource
 from .transforms import Preprocess
 
@@ -68,10 +68,20 @@ class ClipGroup:
 
 
 @dataclass
+class Partial:
+    """Why a stream's result covers only part of its video (runs with ``partial``): a one-line ``note`` for
+    the ledger and the console, and the ``detail`` provenance records (truncation, gaps, clips left out)."""
+
+    note: str
+    detail: dict
+
+
+@dataclass
 class VideoFinished:
     video: int
     decode_s: float
     counts: dict[int, int] = field(default_factory=dict)  # clips sent per stream that did not fail
+    partial: dict[int, Partial] = field(default_factory=dict)  # streams whose clips cover part of the video
 
 
 @dataclass
@@ -81,7 +91,16 @@ class VideoFailed:
     stream: int  # the stream (model) that cannot have this video
 
 
-Event = VideoStarted | Clip | ClipGroup | VideoFinished | VideoFailed
+@dataclass
+class VideoRestarted:
+    """The video is shorter than its header said, and ``partial`` keeps what was decoded: its clips for these
+    streams are planned again on the decoded length, and the ones sent before are void."""
+
+    video: int
+    streams: list[int]
+
+
+Event = VideoStarted | Clip | ClipGroup | VideoFinished | VideoFailed | VideoRestarted
 
 
 @dataclass
@@ -93,7 +112,9 @@ class FrameView:
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     _last: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
-    def __call__(self, decoded: Any) -> np.ndarray:
+    def __call__(self, decoded: Any) -> np.ndarray | None:
+        if decoded is None:  # no decoded frame at this instant
+            return None
         frame = decoded if self.output is None else decoded[self.output]
         if self.transform is None:
             return frame
@@ -104,7 +125,7 @@ class FrameView:
 
 def assemble(plans: list[ClipPlan], decoder: VideoDecoder,
              transform: Callable[[np.ndarray], np.ndarray] | None = None
-             ) -> Iterator[tuple[ClipPlan, np.ndarray]]:
+             ) -> Iterator[tuple[ClipPlan, np.ndarray | None]]:
     """Yield each planned clip as (plan, uint8 (T, H, W, 3)) as soon as its last frame is decoded (one
     stream; see :func:`assemble_views`). ``transform`` (e.g. a torch resize) runs once per decoded frame."""
     for _, clip_plan, frames in assemble_views([(0, p) for p in plans], decoder, [FrameView(None, transform)]):
@@ -112,8 +133,9 @@ def assemble(plans: list[ClipPlan], decoder: VideoDecoder,
 
 
 def assemble_views(clips: Sequence[tuple[int, ClipPlan]], decoder: VideoDecoder, views: Sequence[FrameView]
-                   ) -> Iterator[tuple[int, ClipPlan, np.ndarray]]:
-    """Yield each (view, plan) clip as (view, plan, uint8 (T, H, W, 3)) as soon as its last frame is decoded.
+                   ) -> Iterator[tuple[int, ClipPlan, np.ndarray | None]]:
+    """Yield each (view, plan) clip as (view, plan, uint8 (T, H, W, 3)) as soon as its last frame is decoded;
+    the pixels are None when one of its instants has no decoded frame (``decoder.gaps`` says where).
 
     The decoder is asked once for the union of all clips' sample times (converting, per instant, only the
     sizes some view needs there); a frame is dropped as soon as no pending clip can still need it, so
@@ -141,7 +163,8 @@ def assemble_views(clips: Sequence[tuple[int, ClipPlan]], decoder: VideoDecoder,
         while pending < len(order) and last[pending] == slot:
             i = order[pending]
             view, clip_plan = clips[i]
-            yield view, clip_plan, np.stack([held[(view, s)] for s in slots[i].tolist()])
+            pixels = [held[(view, s)] for s in slots[i].tolist()]
+            yield view, clip_plan, None if any(p is None for p in pixels) else np.stack(pixels)
             pending += 1
         if pending < len(order):
             for old in [key for key in held if key[1] < keep_from[pending]]:
@@ -149,36 +172,50 @@ def assemble_views(clips: Sequence[tuple[int, ClipPlan]], decoder: VideoDecoder,
 
 
 def video_events(index: int, source: VideoSource, streams: Sequence[Stream], threads: int = 0,
-                 wanted: Sequence[int] | None = None) -> Iterator[Event]:
+                 wanted: Sequence[int] | None = None, partial: bool = False) -> Iterator[Event]:
     """All events of one video for the streams ``wanted`` (default: all). A failure of one stream (e.g. no
-    audio track) ends that stream with a VideoFailed naming it; the others go on."""
+    audio track) ends that stream with a VideoFailed naming it; the others go on.
+
+    No clip is ever sent with a frame that was not decoded. A video whose data ends before its header says
+    (truncated, or still being written) or whose frames could not all be decoded (damaged) fails by default;
+    with ``partial`` it keeps what was decoded: a truncated video is planned again on its decoded length, a
+    clip that needs a lost frame is left out, and VideoFinished.partial says so per stream.
+    """
     began = time.perf_counter()
     wanted = list(range(len(streams))) if wanted is None else list(wanted)
     visual = [s for s in wanted if not streams[s].audio]
     audio = [s for s in wanted if streams[s].audio]
     counts: dict[int, int] = {}
+    notes: dict[int, Partial] = {}
     started = not visual
     if started:  # audio only: the video's metadata for the record, if it has a readable video stream
         yield VideoStarted(index, _probe_or_none(source))
     else:
         try:
-            for event in _visual_events(index, source, streams, visual, threads, counts):
+            for event in _visual_events(index, source, streams, visual, threads, counts, partial, notes):
                 started = started or isinstance(event, VideoStarted)
                 yield event
-        except (DecodeError, ValueError) as error:
-            yield from _fail(index, visual, str(error), counts)
         except Exception as error:  # a decoder crash on one file must not end the run
-            yield from _fail(index, visual, f"{type(error).__name__}: {error}", counts)
+            yield from _fail(index, visual, describe_error(error), counts)
     if audio and not started:  # the video stream failed to open (e.g. an audio-only file): the audio goes on
         yield VideoStarted(index, None)
     for s in audio:
         try:
-            yield from _audio_events(index, source, s, streams[s], counts)
-        except (DecodeError, ValueError) as error:
-            yield from _fail(index, [s], str(error), counts)
+            yield from _audio_events(index, source, s, streams[s], counts, partial, notes)
         except Exception as error:
-            yield from _fail(index, [s], f"{type(error).__name__}: {error}", counts)
-    yield VideoFinished(index, time.perf_counter() - began, counts)
+            yield from _fail(index, [s], describe_error(error), counts)
+    yield VideoFinished(index, time.perf_counter() - began, counts, {s: n for s, n in notes.items() if s in counts})
+
+
+def describe_error(error: BaseException) -> str:
+    """A failure's one-line reason: the message of vidvec's own errors, the type and message of others, and
+    never an empty text (``MemoryError()`` has none)."""
+    if isinstance(error, MemoryError):
+        return "out of memory" + (f": {error}" if str(error) else "")
+    text = " ".join(str(error).split())
+    if isinstance(error, (DecodeError, ValueError)) and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _probe_or_none(source: VideoSource) -> VideoInfo | None:
@@ -194,53 +231,163 @@ def _fail(index: int, failed: Sequence[int], reason: str, counts: dict[int, int]
         yield VideoFailed(index, reason, s)
 
 
-def _visual_events(index: int, source: VideoSource, streams: Sequence[Stream], visual: list[int], threads: int,
-                   counts: dict[int, int]) -> Iterator[Event]:
-    pres: list[Preprocess] = [streams[s].preprocess for s in visual]
+class _Truncated(Exception):
+    """The first pass found the data ending before the header said (``partial`` runs plan again)."""
+
+
+def _decoder(source: VideoSource, pres: Sequence[Preprocess], threads: int) -> VideoDecoder:
     sizes = [p.decoder_size for p in pres]
     filters = [p.interpolation if p.decoder_size is not None else "bilinear" for p in pres]
-    several = len(visual) > 1
-    with VideoDecoder(source.path, size=sizes if several else sizes[0], threads=threads,
-                      interpolation=filters if several else filters[0]) as decoder:
+    several = len(pres) > 1
+    return VideoDecoder(source.path, size=sizes if several else sizes[0], threads=threads,
+                        interpolation=filters if several else filters[0])
+
+
+def _visual_events(index: int, source: VideoSource, streams: Sequence[Stream], visual: list[int], threads: int,
+                   counts: dict[int, int], partial: bool, notes: dict[int, Partial]) -> Iterator[Event]:
+    pres: list[Preprocess] = [streams[s].preprocess for s in visual]
+    with _decoder(source, pres, threads) as decoder:
         info = decoder.info
         yield VideoStarted(index, info)
-        timing = StreamTiming.from_info(info)
-        clips: list[tuple[int, ClipPlan]] = []
-        for k, s in enumerate(visual):
-            try:
-                plans = plan(streams[s].spec, info.duration, info.fps, source.start or 0.0, source.end, timing=timing)
-            except ValueError as error:
-                yield VideoFailed(index, str(error), s)
-                continue
-            clips.extend((k, p) for p in plans)
-            counts[s] = 0
-        if not clips:
+        try:
+            yield from _visual_clips(index, source, decoder, info, streams, visual, counts, partial, notes)
             return
-        views = [FrameView(k if several else None, p.resize_frames if p.decoder_size is None else None)
-                 for k, p in enumerate(pres)]
-        for k, clip_plan, frames in assemble_views(clips, decoder, views):
-            s = visual[k]
-            for crop, pixels in enumerate(pres[k].crop_frames(frames, streams[s].spec.crops)):
-                counts[s] += 1
-                yield Clip(index, clip_plan.index, crop, torch.from_numpy(pixels), clip_plan.start, clip_plan.end,
-                           clip_plan.padded, s, clip_plan.stamp)
+        except _Truncated:
+            data_end = decoder.data_end
+    # partial: plan again on what the file really holds, as if it had been cut there
+    assert data_end is not None
+    yield VideoRestarted(index, [s for s in visual if s in counts])
+    header = _header(info)
+    decoded = replace(info, duration=data_end, num_frames=max(1, round(data_end * info.fps)), stream_duration=None)
+    with _decoder(source, pres, threads) as decoder:
+        yield from _visual_clips(index, source, decoder, decoded, streams, visual, counts, partial, notes, header)
 
 
-def _audio_events(index: int, source: VideoSource, s: int, stream: Stream, counts: dict[int, int]) -> Iterator[Clip]:
+def _visual_clips(index: int, source: VideoSource, decoder: VideoDecoder, info: VideoInfo,
+                  streams: Sequence[Stream], visual: list[int], counts: dict[int, int], partial: bool,
+                  notes: dict[int, Partial], truncated: dict | None = None) -> Iterator[Event]:
+    """Plan every visual stream on ``info`` and send its clips; ``truncated`` (the header's claims) when this
+    is the second pass over a truncated video."""
+    timing = StreamTiming.from_info(info)
+    needs_times = info.variable_rate and any(every_frame(streams[s].spec, info.fps) for s in visual)
+    frame_times = decoder.frame_times() if needs_times else None
+    clips: list[tuple[int, ClipPlan]] = []
+    planned: dict[int, int] = {}
+    for k, s in enumerate(visual):
+        try:
+            plans = plan(streams[s].spec, info.duration, info.fps, source.start or 0.0, source.end, timing=timing,
+                         frame_times=frame_times)
+        except ValueError as error:
+            counts.pop(s, None)
+            yield VideoFailed(index, str(error), s)
+            continue
+        clips.extend((k, p) for p in plans)
+        counts[s], planned[s] = 0, len(plans)
+    if not clips:
+        return
+    pres = [streams[s].preprocess for s in visual]
+    several = len(visual) > 1
+    views = [FrameView(k if several else None, p.resize_frames if p.decoder_size is None else None)
+             for k, p in enumerate(pres)]
+    left_out = dict.fromkeys(planned, 0)
+    for k, clip_plan, frames in assemble_views(clips, decoder, views):
+        s = visual[k]
+        if frames is None:
+            if not partial:
+                raise DecodeError(_damage_reason(decoder, info))
+            if truncated is None and any(end is None for _, end in decoder.gaps):
+                raise _Truncated  # the data ends early: plan again on what it holds
+            left_out[s] += 1
+            continue
+        for crop, pixels in enumerate(pres[k].crop_frames(frames, streams[s].spec.crops)):
+            counts[s] += 1
+            yield Clip(index, clip_plan.index, crop, torch.from_numpy(pixels), clip_plan.start, clip_plan.end,
+                       clip_plan.padded, s, clip_plan.stamp)
+    for s in planned:
+        if s not in counts:
+            continue
+        if left_out[s] and not counts[s]:
+            yield from _fail(index, [s], f"{_damage_reason(decoder, info)}; every clip needs a lost frame", counts)
+        elif left_out[s] or truncated:
+            notes[s] = _partial_note(decoder, info, truncated, left_out[s], planned[s])
+
+
+def _audio_events(index: int, source: VideoSource, s: int, stream: Stream, counts: dict[int, int], partial: bool,
+                  notes: dict[int, Partial]) -> Iterator[Clip]:
+    """The audio examples of one file. Decoding stops at the first damaged packet (the samples after a lost
+    packet would sit at the wrong times): the stream then fails, or with ``partial`` keeps the examples
+    before it."""
     from .audio import audio_examples, decode_audio  # audio models only
 
     frontend = stream.preprocess
     counts[s] = 0
-    examples = audio_examples(decode_audio(source.path, frontend.sample_rate), frontend)
+    track = PacketTrack(timestamps=False)
+    decoded = [0]  # samples
+
+    def counted(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for chunk in chunks:
+            decoded[0] += chunk.size
+            yield chunk
+
     t0, t1 = source.start or 0.0, source.end
-    for k, start, end, waveform in examples:
+    kept_until = t0
+    chunks = counted(decode_audio(source.path, frontend.sample_rate, track=track))
+    for k, start, end, waveform in audio_examples(chunks, frontend):
         if start < t0 - 1e-9:
             continue
         if t1 is not None and end > t1 + 1e-9:
             break
         counts[s] += 1
+        kept_until = end
         yield Clip(index, k, 0, torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)), start, end,
                    False, s)
+    if track.errors:
+        at = decoded[0] / frontend.sample_rate
+        reason = f"damaged audio: a packet could not be decoded after {at:.2f} s of sound"
+        if not partial:
+            raise DecodeError(reason)
+        notes[s] = Partial(f"{reason}; examples cover {t0:.2f}-{kept_until:.2f} s",
+                           {"audio_damaged_at": at, "packets": {"rejected": track.errors}})
+
+
+def _header(info: VideoInfo) -> dict:
+    """What the file's header claims: its duration and frame count."""
+    return {"duration": info.duration, "frames": info.num_frames or max(1, round(info.duration * info.fps))}
+
+
+def _truncation(header: dict, data_end: float, fps: float) -> str:
+    return (f"truncated: data ends at {data_end:.2f} s of the {header['duration']:.2f} s the header claims "
+            f"({round(data_end * fps)} of {header['frames']} frames)")
+
+
+def _spans(gaps: Sequence[tuple[float, float | None]], shown: int = 3) -> str:
+    text = ", ".join(f"{a:.2f}-{b:.2f} s" if b is not None else f"{a:.2f} s to the end" for a, b in gaps[:shown])
+    return text + (f" and {len(gaps) - shown} more" if len(gaps) > shown else "")
+
+
+def _damage_reason(decoder: VideoDecoder, info: VideoInfo) -> str:
+    """The first frame the decoder could not give, as one line: where the data ends, or where frames are lost."""
+    start, end = decoder.gaps[0]
+    if end is None and decoder.data_end is not None and start >= decoder.data_end - 1e-6:
+        return _truncation(_header(info), decoder.data_end, info.fps)
+    lost = decoder.damage["lost"]
+    return f"damaged: no decodable frame at {_spans(decoder.gaps[:1])} ({lost} packet(s) could not be decoded)"
+
+
+def _partial_note(decoder: VideoDecoder, info: VideoInfo, header: dict | None, left_out: int,
+                  planned: int) -> Partial:
+    """What a ``partial`` result leaves out: ``header`` is set on the second pass over a truncated video (whose
+    ``info`` then holds the decoded length)."""
+    notes, detail = [], {"packets": decoder.damage}
+    if header is not None:
+        notes.append(_truncation(header, info.duration, info.fps))
+        detail["truncated"] = {"data_end": info.duration, "header_duration": header["duration"],
+                               "frames": round(info.duration * info.fps), "header_frames": header["frames"]}
+    if left_out:
+        notes.append(f"damaged: {left_out} of {planned} clips left out (no decodable frame at "
+                     f"{_spans(decoder.gaps)})")
+        detail.update(gaps=[list(g) for g in decoder.gaps], clips_left_out=left_out, clips_planned=planned)
+    return Partial("; ".join(notes), detail)
 
 
 GROUP_BYTES = 32 * 2**20  # a group never holds more than this (bounded memory with big clips)
@@ -281,13 +428,13 @@ class VideoEvents(torch.utils.data.IterableDataset):
     sends its clips in groups of up to ``group`` clips. A job is (index, source, the streams it needs)."""
 
     def __init__(self, jobs: Iterable[tuple[int, VideoSource, Sequence[int]]], streams: Sequence[Stream],
-                 threads: int = 0, group: int = 1):
+                 threads: int = 0, group: int = 1, partial: bool = False):
         self.jobs = list(jobs)
-        self.streams, self.threads, self.group = list(streams), threads, group
+        self.streams, self.threads, self.group, self.partial = list(streams), threads, group, partial
 
     def __iter__(self) -> Iterator[Event]:
         worker = torch.utils.data.get_worker_info()
         mine = self.jobs if worker is None else self.jobs[worker.id::worker.num_workers]
         for index, source, wanted in mine:
-            events = video_events(index, source, self.streams, self.threads, wanted)
+            events = video_events(index, source, self.streams, self.threads, wanted, self.partial)
             yield from grouped(events, self.group) if self.group > 1 else events

@@ -8,6 +8,8 @@ RGB only the frames it returns.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -56,6 +58,8 @@ class VideoInfo:
     time_base: tuple[int, int] | None = None  # seconds per timestamp tick, as (num, den)
     stream_duration: int | None = None  # the stream's duration header, in ticks; None when absent
     start_pts: int | None = None  # timestamp (ticks) of the first frame (dts for AVI, as start_time)
+    # Frames do not sit on one grid: the header's base rate differs from the average (phones, screen capture).
+    variable_rate: bool = False
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-serialisable)."""
@@ -71,6 +75,11 @@ def _reason(err: BaseException) -> str:
 def _check_file(path: str | os.PathLike) -> str:
     p = os.fspath(path)
     if not os.path.exists(p):
+        if os.path.islink(p):
+            try:
+                os.stat(p)
+            except OSError as error:  # ELOOP: a symbolic link loop; ENOENT: a link to nothing
+                raise DecodeError(f"broken symbolic link: {error.strerror.lower()}") from None
         raise DecodeError("file not found")
     if os.path.isdir(p):
         raise DecodeError("not a file: is a directory")
@@ -109,9 +118,61 @@ def _select_stream(container: av.container.InputContainer) -> av.video.stream.Vi
     return stream
 
 
-def decoded_frames(container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame | av.AudioFrame]:
-    """Decoded frames of ``stream`` (video or audio) from the container's current position; corrupt packets
-    are skipped, a demuxer that gives up mid-file ends the stream with what was decoded."""
+class PacketTrack:
+    """Which demuxed packets of a stream became good frames. A packet whose frame never comes out (its data
+    was damaged, the decoder flagged the frame corrupt, or the file ends inside it) is *lost*: a time it
+    should have been on screen at has no decoded frame. Timestamps are in stream ticks (dts for AVI)."""
+
+    def __init__(self, use_dts: bool = False, timestamps: bool = True) -> None:
+        self.use_dts = use_dts
+        self.timestamps = timestamps  # False: count packets and errors only (audio)
+        self.packets = 0  # packets with data
+        self.errors = 0  # packets the decoder rejected
+        self.corrupt = 0  # frames the decoder flagged corrupt (dropped)
+        self._waiting: list[int] = []  # heap: packets not yet matched by a frame
+        self._lost: list[int] = []  # sorted
+
+    def packet(self, packet: av.Packet) -> None:
+        if packet.size and not packet.is_discard:
+            self.packets += 1
+            ts = packet.dts if self.use_dts else packet.pts
+            if ts is not None and self.timestamps:
+                heapq.heappush(self._waiting, int(ts))
+
+    def frame(self, ts: int | None) -> None:
+        """A good frame came out: packets before it that produced none are lost (decoders output in
+        presentation order)."""
+        if ts is None:  # no timestamp to match: it is the oldest waiting packet's frame
+            if self._waiting:
+                heapq.heappop(self._waiting)
+            return
+        while self._waiting and self._waiting[0] < ts:
+            bisect.insort(self._lost, heapq.heappop(self._waiting))
+        if self._waiting and self._waiting[0] == ts:
+            heapq.heappop(self._waiting)
+
+    def end(self) -> None:
+        """The stream ended: every packet still waiting is lost."""
+        while self._waiting:
+            bisect.insort(self._lost, heapq.heappop(self._waiting))
+
+    def restart(self) -> None:
+        """Decoding starts over elsewhere (a seek): packets demuxed so far will not be matched."""
+        self._waiting.clear()
+
+    @property
+    def lost(self) -> int:
+        return len(self._lost)
+
+    def lost_in(self, after: int, upto: int) -> int:
+        """How many lost packets have a timestamp in (after, upto]."""
+        return bisect.bisect_right(self._lost, upto) - bisect.bisect_right(self._lost, after)
+
+
+def decoded_frames(container: av.container.InputContainer, stream, track: PacketTrack | None = None
+                   ) -> Iterator[av.VideoFrame | av.AudioFrame]:
+    """Decoded frames of ``stream`` (video or audio) from the container's current position; damaged packets
+    are skipped (counted in ``track``), a demuxer that gives up mid-file ends the stream with what was decoded."""
     demux = container.demux(stream)
     while True:
         try:
@@ -125,13 +186,33 @@ def decoded_frames(container: av.container.InputContainer, stream) -> Iterator[a
             except av.error.FFmpegError:
                 pass
             return
+        if track is not None:
+            track.packet(packet)
         try:
             frames = packet.decode()
         except av.error.DecoderNotFoundError:
             raise DecodeError(f"unsupported codec: {stream.codec_context.name} (no decoder)") from None
         except av.error.FFmpegError:
+            if track is not None:
+                track.errors += 1
             continue  # a damaged packet: skip it, later keyframes decode fine
         yield from frames
+
+
+def good_frames(container: av.container.InputContainer, stream, track: PacketTrack) -> Iterator[av.VideoFrame]:
+    """The video frames of :func:`decoded_frames` that can be trusted, each matched in ``track``: frames the
+    decoder flags corrupt (error concealment) are dropped, and so is a frame whose timestamp goes backwards
+    after damaged data (the decoder lost its place). At the end, packets that gave no frame are lost."""
+    last = None
+    for frame in decoded_frames(container, stream, track):
+        ts = frame.dts if track.use_dts else frame.pts
+        if frame.is_corrupt or (track.errors and ts is not None and last is not None and ts < last):
+            track.corrupt += 1
+            continue
+        track.frame(ts)
+        last = ts if ts is not None else last
+        yield frame
+    track.end()
 
 
 def _rotation_cw(frame: av.VideoFrame) -> int:
@@ -165,7 +246,11 @@ class _Opened:
                 # Frame+slice threading; thread_count 0 lets FFmpeg pick one per core.
                 self.stream.thread_type = "AUTO"
                 self.stream.codec_context.thread_count = threads
-            self.raw = decoded_frames(self.container, self.stream)
+            # AVI has no presentation timestamps: the demuxer invents pts from packet order, which is wrong for
+            # packed-bitstream B-frames (non-monotonic on the HMDB clips). Its dts are the frame clock there.
+            self.use_dts = self.container.format.name == "avi"
+            self.track = PacketTrack(self.use_dts)
+            self.raw = good_frames(self.container, self.stream, self.track)
             try:
                 self.first = next(self.raw, None)
             except av.error.FFmpegError as err:
@@ -180,9 +265,6 @@ class _Opened:
     def _info(self, p: str) -> VideoInfo:
         s, first = self.stream, self.first
         tb = s.time_base or Fraction(1, 1000000)
-        # AVI has no presentation timestamps: the demuxer invents pts from packet order, which is wrong for
-        # packed-bitstream B-frames (non-monotonic on the HMDB clips). Its dts are the frame clock there.
-        self.use_dts = self.container.format.name == "avi"
         ts = first.dts if self.use_dts else first.pts
         if ts is None:
             ts = first.pts if first.pts is not None else (first.dts if first.dts is not None else 0)
@@ -238,7 +320,13 @@ class _Opened:
             time_base=(self.time_base.numerator, self.time_base.denominator),
             stream_duration=int(s.duration) if s.duration and s.duration > 0 else None,
             start_pts=self.start_ts,
+            variable_rate=_variable_rate(s),
         )
+
+
+def _variable_rate(stream) -> bool:
+    average, base = _float_or_none(stream.average_rate), _float_or_none(stream.base_rate)
+    return bool(average and base and abs(base / average - 1) > 1e-3)
 
 
 def _last_packet_end(path: str, index: int, use_dts: bool) -> int | None:
@@ -332,6 +420,9 @@ class VideoDecoder:
         # builds a new one per call, measured 5-10x slower than the conversion itself.
         self._reformatters = {conv: (VideoReformatter(), VideoReformatter()) for conv in self._conv}
         self._scale_in_yuv = True
+        # Spans (start, end; end None: to the end of the data) where frames_at found no decoded frame.
+        self.gaps: list[tuple[float, float | None]] = []
+        self.data_end: float | None = None  # where the decoded data ends (s), once the end was reached
         self.frames_decoded = 1  # the first frame, decoded while opening
         self.frames_converted = 0
         self.seeks = 0
@@ -342,6 +433,7 @@ class VideoDecoder:
         self._container = opened.container
         self._stream = opened.stream
         self._raw = opened.raw
+        self._track = opened.track
         self._tb = opened.time_base
         self._start_ts = opened.start_ts
         self._use_dts = opened.use_dts
@@ -354,7 +446,8 @@ class VideoDecoder:
         self._fresh = True  # nothing consumed yet: frames() can start here without reopening
 
     def _reset_after_seek(self) -> None:
-        self._raw = decoded_frames(self._container, self._stream)
+        self._track.restart()
+        self._raw = good_frames(self._container, self._stream, self._track)
         self._prev = None
         self._prev_rgb = {}
         self._pending = None
@@ -449,7 +542,7 @@ class VideoDecoder:
                     break
                 self._pending = self._next()
                 if self._pending is None:
-                    self._eof = True
+                    self._at_end()
                     break
             t = self._pending[0]
             if t <= target or self._prev is None:
@@ -497,11 +590,15 @@ class VideoDecoder:
                                     interpolation=interpolation).to_ndarray()
 
     def frames_at(self, times: Sequence[float], needed: Sequence[Sequence[int]] | None = None
-                  ) -> Iterator[tuple[int, np.ndarray | tuple[np.ndarray | None, ...]]]:
+                  ) -> Iterator[tuple[int, np.ndarray | tuple[np.ndarray | None, ...] | None]]:
         """Yield (i, frame) for each ascending time (seconds from the first frame): the (H, W, 3) uint8 RGB
         frame on screen at times[i] (a tuple of them, one per size, when a list of sizes was given; with
         ``needed``, only the sizes needed[i] lists are converted, the others are None).
-        Repeated frames are the same array object; clamps to the first/last frame outside the video."""
+
+        frame is None when no decoded frame is on screen at that time: the frame that should be was lost
+        (damaged data), or the time is past the end of the data (more than one frame after the last decoded
+        frame ends; a header can claim more than the file holds); ``gaps`` lists the spans without frames.
+        Repeated frames are the same array object; a time before the first frame gets the first frame."""
         wanted = [float(t) for t in times]
         if any(b < a for a, b in zip(wanted, wanted[1:])):
             raise ValueError("times must be in ascending order")
@@ -510,7 +607,66 @@ class VideoDecoder:
         eps = self._tolerance
         for i, t in enumerate(wanted):
             self._advance(t + eps)
-            yield i, self._rgb(None if needed is None else needed[i])
+            if self._missing(t):
+                yield i, None
+            else:
+                yield i, self._rgb(None if needed is None else needed[i])
+
+    def _missing(self, t: float) -> bool:
+        """Whether no decoded frame is on screen at ``t`` (see frames_at); records the span in ``gaps``.
+
+        The held frame (the last one at or before t) stands for t within its own duration. Past that it
+        stands for t only if no packet between it and t was lost and, at the end of the stream, t is less
+        than one frame after the data's end (a header's duration rounded up)."""
+        assert self._prev is not None
+        frame = self._prev[1]
+        nominal = 1.0 / self._fps
+        shown_until = self._shown_until(self._prev)
+        if t < shown_until - self._tolerance:
+            return False
+        held_ts = self._timestamp(frame)
+        lost = 0 if held_ts is None else self._track.lost_in(
+            held_ts, self._start_ts + math.floor((t + self._tolerance) / self._tb))
+        ended = self._pending is None and self._eof
+        if not lost and not (ended and t >= shown_until + nominal - self._tolerance):
+            return False
+        gap = (shown_until, None if ended else self._pending[0])
+        if not self.gaps or self.gaps[-1] != gap:
+            self.gaps.append(gap)
+        return True
+
+    def _shown_until(self, held: tuple[float, av.VideoFrame]) -> float:
+        """When a decoded frame's own display ends: its duration, at least one nominal frame."""
+        return held[0] + max(1.0 / self._fps, self._seconds(held[1].duration))
+
+    def _at_end(self) -> None:
+        self._eof = True
+        if self._prev is not None:
+            self.data_end = self._shown_until(self._prev)
+
+    def _timestamp(self, frame: av.VideoFrame) -> int | None:
+        return frame.dts if self._use_dts else frame.pts
+
+    def _seconds(self, ticks: int | None) -> float:
+        return float(ticks * self._tb) if ticks else 0.0
+
+    @property
+    def damage(self) -> dict[str, int]:
+        """Packets with data, packets the decoder rejected, frames it flagged corrupt, and packets that gave
+        no good frame, in the passes so far."""
+        return {"packets": self._track.packets, "rejected": self._track.errors, "corrupt": self._track.corrupt,
+                "lost": self._track.lost}
+
+    def frame_times(self) -> list[float]:
+        """The presentation time of every frame the file holds (seconds from the first frame, ascending), read
+        from its packets without decoding them: the times at which :meth:`frames_at` gives each frame once."""
+        times = set()
+        with av.open(os.fspath(self._path), metadata_errors="replace") as container:
+            for packet in container.demux(container.streams[self._stream.index]):
+                ts = packet.dts if self._use_dts else packet.pts
+                if packet.size and not packet.is_discard and ts is not None and ts >= self._start_ts:
+                    times.add(int(ts))
+        return [float((ts - self._start_ts) * self._tb) for ts in sorted(times)]
 
     def frames(self) -> Iterator[tuple[float, np.ndarray]]:
         """Yield (time, frame) for every frame from the start, in timestamp order."""
@@ -522,7 +678,7 @@ class VideoDecoder:
         while True:
             item, self._pending = (self._pending or self._next()), None
             if item is None:
-                self._eof = True
+                self._at_end()
                 return
             self._prev, self._prev_rgb = item, {}
             yield item[0], self._rgb()

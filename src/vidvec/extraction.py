@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .ledger import Ledger, settings_hash
+from .ledger import Fingerprint, Ledger, LedgerError, VideoRecord, file_fingerprint, settings_hash
 from .pipeline import DTYPES, RunOptions, VideoResult, run
 from .registry import ModelCard, get_card
 from .sampling import SamplingSpec
@@ -30,7 +30,8 @@ from .writers import (FORMATS, LAYOUTS, PYSLOWFAST_DIR, extra_path, output_path,
 
 
 class ExtractError(Exception):
-    """A problem with the run as a whole (bad option, unknown model, settings clash): one line."""
+    """A problem with the run as a whole (bad option, unknown model, settings clash, a ledger that cannot
+    be written): one line."""
 
 
 # Presets that are per model: the card's own spec under this name in ``card.extra`` (e.g. the window scheme
@@ -89,8 +90,9 @@ class SamplingOverrides:
 
 @dataclass
 class Outcome:
-    """One video's outcome for one model as the caller sees it: status is done, failed or skipped (already
-    done). ``model`` names the model (runs with several models give one outcome per video and model)."""
+    """One video's outcome for one model as the caller sees it: status is done, failed (now, or in an earlier
+    run and not retried) or skipped (already done). ``model`` names the model (runs with several models give
+    one outcome per video and model)."""
 
     source: VideoSource
     status: str
@@ -98,6 +100,7 @@ class Outcome:
     output: Path | None = None
     result: VideoResult | None = None
     model: str | None = None
+    partial: str | None = None  # done, but the output covers only part of the video (``partial`` runs): why
 
     @property
     def features(self) -> np.ndarray | None:
@@ -146,6 +149,8 @@ class Extraction:
     layout: str = "vidvec"
     # By-products that could not be written, by (video index, model index): those videos are recorded failed.
     _extra_errors: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
+    # Each source file's size and mtime when the run looked at it (by video index): a changed file is redone.
+    _fingerprints: dict[int, Fingerprint | None] = field(default_factory=dict, repr=False)
 
     def output_path(self, source: VideoSource, target: Target | None = None) -> Path:
         """Where ``source``'s output goes for ``target`` (default: the first model; its ``out`` must be set):
@@ -158,41 +163,60 @@ class Extraction:
         return output_path(target.out, source.key, self.fmt, source.output)
 
     def __iter__(self) -> Iterator[Outcome]:
-        jobs: list[tuple[int, VideoSource, tuple[int, ...]]] = []
-        for index, source in enumerate(self.sources):
-            wanted = []
-            for t, target in enumerate(self.targets):
-                skipped = self._already_done(source, target)
-                if skipped is not None:
-                    yield skipped
-                else:
-                    wanted.append(t)
-            if wanted:
-                jobs.append((index, source, tuple(wanted)))
+        """Run: one Outcome per video and model. A ledger that cannot be written (e.g. a full disk) stops the
+        run with ExtractError; every file written before stays, and a new run resumes."""
         try:
-            results = run(jobs, [t.model for t in self.targets], [t.spec for t in self.targets], self.options,
-                          self.on_clips, self._save_extra if self.options.extras else None)
-            for result in results:
-                yield self._record(result, self.targets[result.stream])
+            yield from self._outcomes()
+        except LedgerError as error:
+            raise ExtractError(f"{error}; the features written so far are kept: run again to resume") from None
         finally:
             for target in self.targets:
                 if target.ledger is not None:
                     target.ledger.close()
 
-    def _already_done(self, source: VideoSource, target: Target) -> Outcome | None:
+    def _outcomes(self) -> Iterator[Outcome]:
+        jobs: list[tuple[int, VideoSource, tuple[int, ...]]] = []
+        records = [t.ledger.records_by_key() if t.ledger is not None else {} for t in self.targets]
+        for index, source in enumerate(self.sources):
+            self._fingerprints[index] = file_fingerprint(source.path)
+            wanted = []
+            for t, target in enumerate(self.targets):
+                earlier = self._earlier(index, source, target, records[t])
+                if earlier is not None:
+                    yield earlier
+                else:
+                    wanted.append(t)
+            if wanted:
+                jobs.append((index, source, tuple(wanted)))
+        results = run(jobs, [t.model for t in self.targets], [t.spec for t in self.targets], self.options,
+                      self.on_clips, self._save_extra if self.options.extras else None)
+        for result in results:
+            yield self._record(result, self.targets[result.stream])
+
+    def _earlier(self, index: int, source: VideoSource, target: Target, records: Mapping[str, VideoRecord]
+                 ) -> Outcome | None:
+        """The outcome an earlier run already settled for this video and model, or None if it needs work: done
+        (and unchanged since) is skipped; failed stays failed until ``retry_failed``."""
         if target.ledger is None:
             return None
         path = self.output_path(source, target)
-        if not target.ledger.should_process(source.key, self.retry_failed):
-            record = target.ledger.get(source.key)
-            return Outcome(source, "skipped", f"already {record.status}", path, model=target.name)
+        fingerprint = self._fingerprints[index]
+        if not target.ledger.should_process(source.key, self.retry_failed, fingerprint, records):
+            record = records[source.key]
+            if record.status == "failed":
+                return Outcome(source, "failed", f"failed in an earlier run: {record.reason} (--retry-failed runs "
+                               "it again)", model=target.name)
+            return Outcome(source, "skipped", f"already {record.status}", path, model=target.name,
+                           partial=record.partial)
         # pyslowfast and hero files have no provenance to prove their settings: such a file is simply redone.
         provenance = self._provenance_of(path) if self.layout == "vidvec" and path.exists() else None
-        if provenance is not None and provenance.get("settings_hash") == target.settings_hash:
+        if (provenance is not None and provenance.get("settings_hash") == target.settings_hash
+                and _fingerprint_of(provenance) in (None, fingerprint)):
             # Killed between the write and the ledger commit: the file is complete, adopt it.
-            target.ledger.mark_done(source.key, str(source.path), str(path), int(provenance.get("clips", 0)),
-                                    float(provenance.get("span_seconds", 0.0)), {})
-            return Outcome(source, "skipped", "already written", path, model=target.name)
+            note = (provenance.get("partial") or {}).get("note")
+            target.ledger.mark_done(source.key, source.path, path, int(provenance.get("clips", 0)),
+                                    float(provenance.get("span_seconds", 0.0)), {}, fingerprint, note)
+            return Outcome(source, "skipped", "already written", path, model=target.name, partial=note)
         return None
 
     @staticmethod
@@ -215,12 +239,14 @@ class Extraction:
     def _record(self, result: VideoResult, target: Target) -> Outcome:
         source = result.source
         ledger = target.ledger
+        fingerprint = self._fingerprints.get(result.index)
         if result.ok and (result.index, result.stream) in self._extra_errors:
             result.ok, result.reason = False, self._extra_errors.pop((result.index, result.stream))
+        note = result.partial.note if result.partial else None
+        if result.ok and self.layout == "hero" and result.partial and "clips_left_out" in result.partial.detail:
+            result.ok, result.reason = False, f"{note} (--layout hero keeps one row per chunk: none may be missing)"
         if not result.ok:
-            if ledger is not None:
-                ledger.mark_failed(source.key, str(source.path), result.reason or "unknown error")
-            return Outcome(source, "failed", result.reason, result=result, model=target.name)
+            return self._failed(result, target, result.reason or "unknown error")
         path = None
         if target.out is not None:
             path = self.output_path(source, target)
@@ -233,13 +259,21 @@ class Extraction:
                 else:
                     write_features(path, self.fmt, result.arrays, self._provenance(result, target), self.out_dtype)
             except OSError as error:
-                reason = f"cannot write {path}: {error.strerror or error}"
-                ledger.mark_failed(source.key, str(source.path), reason)
-                return Outcome(source, "failed", reason, result=result, model=target.name)
-            ledger.mark_done(source.key, str(source.path), str(path), result.clips,
-                             _span_seconds(result), {"decode_s": result.decode_s, "model_s": result.model_s,
-                                                     "wall_s": result.wall_s})
-        return Outcome(source, "done", output=path, result=result, model=target.name)
+                return self._failed(result, target, f"cannot write {path}: {error.strerror or error}")
+            ledger.mark_done(source.key, source.path, path, result.clips, _span_seconds(result),
+                             {"decode_s": result.decode_s, "model_s": result.model_s, "wall_s": result.wall_s},
+                             fingerprint, note)
+        return Outcome(source, "done", output=path, result=result, model=target.name, partial=note)
+
+    def _failed(self, result: VideoResult, target: Target, reason: str) -> Outcome:
+        """Record a failure, unless another run into the same folder finished this video meanwhile (its file
+        is in place): then that run's result stands."""
+        source = result.source
+        if target.ledger is not None and not target.ledger.mark_failed(source.key, source.path, reason,
+                                                                       self._fingerprints.get(result.index)):
+            return Outcome(source, "skipped", f"done by another run meanwhile (this one: {reason})",
+                           self.output_path(source, target), model=target.name)
+        return Outcome(source, "failed", reason, result=result, model=target.name)
 
     def _provenance(self, result: VideoResult, target: Target) -> dict:
         return {
@@ -250,12 +284,25 @@ class Extraction:
             "span_seconds": _span_seconds(result),
             "clips": result.clips,
             "video": result.info.to_dict() if result.info else None,
+            "source_file": _fingerprint_dict(self._fingerprints.get(result.index)),
+            **({"partial": {"note": result.partial.note, **result.partial.detail}} if result.partial else {}),
+            "weights_trust": target.model.weights_trust,
             "settings_hash": target.settings_hash,
             **target.settings,
             "device": self.options.device,
             "batch_size": self.options.batch_size,
             "software": {"torch": torch.__version__, "av": av.__version__, "python": platform.python_version()},
         }
+
+
+def _fingerprint_dict(fingerprint: Fingerprint | None) -> dict | None:
+    return None if fingerprint is None else {"size": fingerprint.size, "mtime_ns": fingerprint.mtime_ns}
+
+
+def _fingerprint_of(provenance: dict) -> Fingerprint | None:
+    """The source file's fingerprint a feature file records (None for files made before it was recorded)."""
+    known = provenance.get("source_file")
+    return Fingerprint(int(known["size"]), int(known["mtime_ns"])) if isinstance(known, dict) else None
 
 
 def _video_predictions(arrays: dict) -> dict | None:
@@ -299,6 +346,8 @@ def prepare(
     save_flow: bool = False,
     retry_failed: bool = False,
     overwrite: bool = False,
+    partial: bool = False,
+    absolute_outputs: bool = False,
     on_clips: Callable[[int], None] | None = None,
 ) -> Extraction:
     """Resolve everything a run needs; raises ExtractError (or the model/weights/source errors) early.
@@ -311,6 +360,11 @@ def prepare(
     ``<video folder>/output_vecs/output_latent_vec_<stem>.npy`` (``out`` then holds just the ledger); "hero"
     writes ``out/<key>.npz`` with only ``features`` in float16. ``save_flow`` writes the optical flow a model
     computes (I3D's RAFT flow) clip by clip beside each output, as ``<output stem>.flow/<clip>.npy``.
+
+    A truncated or damaged video fails; ``partial`` keeps what was decoded instead (recorded as partial in
+    the ledger and the provenance; see ``clips.video_events``). Outputs stay inside ``out``: a manifest's
+    ``output_path`` may not climb out of it (``..``, a symlink) nor be absolute unless ``absolute_outputs``;
+    two videos whose outputs would be the same file are refused before any work.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
@@ -354,6 +408,10 @@ def prepare(
         raise ExtractError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if batch_size < 1:
         raise ExtractError("--batch-size must be at least 1")
+    if top_k < 0:
+        raise ExtractError(f"--top-k must be 0 (off) or more, not {top_k}")
+    if num_workers is not None and num_workers < 0:
+        raise ExtractError(f"--num-workers must be 0 (decode inline) or more, not {num_workers}")
     device = _check_device(device)
     sources = collect_sources(inputs, list_file=list_file, manifest=manifest)
     if not sources:
@@ -376,13 +434,45 @@ def prepare(
             raise ExtractError(f"{m.card.name} takes whole frames and crops them itself; it has no --crops 3")
         target_out = root / m.card.name if root is not None and several else root
         targets.append(_target(m, spec, sources, target_out, layout, fmt, dtype, out_dtype, top_k, logits,
-                               _options_for(m.card, options), overwrite, save_flow and "flow" in m.module.extras))
+                               _options_for(m.card, options), save_flow and "flow" in m.module.extras))
     run_options = RunOptions(batch_size=batch_size,
                              num_workers=default_workers() if num_workers is None else num_workers,
                              device=device, dtype=dtype, top_k=top_k, logits=logits,
-                             extras=("flow",) if save_flow else ())
-    return Extraction(sources, targets, run_options, fmt, out_dtype, retry_failed=retry_failed,
-                      on_clips=on_clips, layout=layout)
+                             extras=("flow",) if save_flow else (), partial=partial)
+    extraction = Extraction(sources, targets, run_options, fmt, out_dtype, retry_failed=retry_failed,
+                            on_clips=on_clips, layout=layout)
+    outputs = [t for t in targets if t.out is not None]
+    for target in outputs:
+        _check_outputs(extraction, target, absolute_outputs)
+    for target in outputs:
+        _open_ledger(target, overwrite)
+    return extraction
+
+
+def _check_outputs(extraction: Extraction, target: Target, absolute_outputs: bool) -> None:
+    """Refuse, before any work, outputs that would land outside ``target.out`` or on each other."""
+    inside = os.path.realpath(target.out)
+    taken: dict[str, VideoSource] = {}
+    for source in extraction.sources:
+        path = extraction.output_path(source, target)
+        given = source.output
+        if given is not None:
+            if ".." in Path(given).parts:
+                raise ExtractError(f"{source.path}: output_path {given} climbs out of --out with '..'; give a "
+                                   "path inside it")
+            if Path(given).is_absolute() and not absolute_outputs:
+                raise ExtractError(f"{source.path}: output_path {given} is absolute, outside --out "
+                                   f"{target.out}; give a path inside --out, or --absolute-outputs to allow it")
+        beside_video = extraction.layout == "pyslowfast" and given is None  # the layout's own place
+        if not beside_video and not (given is not None and Path(given).is_absolute()):
+            real = os.path.realpath(path)
+            if os.path.commonpath([inside, real]) != inside:
+                raise ExtractError(f"{source.path}: its output {path} would be written to {real}, outside --out "
+                                   "(through a symbolic link); refusing")
+        other = taken.setdefault(os.path.normpath(os.path.abspath(path)), source)
+        if other is not source:
+            raise ExtractError(f"{other.path} and {source.path} would both be written to {path}; give them "
+                               "different output_path values")
 
 
 def _options_for(card: ModelCard, options: Mapping[str, object]) -> dict:
@@ -404,7 +494,7 @@ def _load(name: str | None, weights: str | None, options: Mapping[str, object], 
 
 
 def _target(loaded: LoadedModel, spec: SamplingSpec, sources: list[VideoSource], out: Path | None, layout: str,
-            fmt: str, dtype: str, out_dtype: str, top_k: int, logits: bool, build: dict, overwrite: bool,
+            fmt: str, dtype: str, out_dtype: str, top_k: int, logits: bool, build: dict,
             save_flow: bool = False) -> Target:
     settings = {
         "model": loaded.card.name,
@@ -431,16 +521,18 @@ def _target(loaded: LoadedModel, spec: SamplingSpec, sources: list[VideoSource],
         settings["layout"] = layout
         if layout == "pyslowfast":
             layout_paths = dict(zip([s.key for s in sources], pyslowfast_paths([s.path for s in sources])))
-    digest = settings_hash(settings)
-    ledger = None
-    if out is not None:
-        ledger = Ledger(out)
-        ledger.bind_settings(digest, settings, overwrite=overwrite)
-        remove_stale_temps(out)
-        for folder in {p.parent for p in layout_paths.values()}:
-            if folder.name == PYSLOWFAST_DIR:
-                remove_stale_temps(folder)
-    return Target(loaded, spec, settings, digest, out, ledger, layout_paths)
+    return Target(loaded, spec, settings, settings_hash(settings), out, None, layout_paths)
+
+
+def _open_ledger(target: Target, overwrite: bool) -> None:
+    """Open the target's ledger, tie its folder to the settings, and remove temp files killed runs left."""
+    assert target.out is not None
+    target.ledger = Ledger(target.out)
+    target.ledger.bind_settings(target.settings_hash, target.settings, overwrite=overwrite)
+    remove_stale_temps(target.out)
+    for folder in {p.parent for p in target.layout_paths.values()}:
+        if folder.name == PYSLOWFAST_DIR:
+            remove_stale_temps(folder)
 
 
 def extract(inputs: Sequence[str | Path] | str | Path = (), model: str | None = None,

@@ -4,7 +4,11 @@ It is what makes a run resumable: a video counts as processed only once its row 
 ``done``, and that row is committed only after its feature file is in place. Every
 ``mark_*`` is its own committed transaction, so a SIGKILL loses at most the video in flight.
 It also pins the settings a folder was made with, so a re-run with other settings cannot
-silently mix two kinds of features in one folder.
+silently mix two kinds of features in one folder, and keeps each source file's fingerprint
+(size, mtime) so a file that changed since it was processed is processed again.
+
+Anything that goes wrong with the ledger file or its folder (not a folder, read-only, not a
+database, disk full) raises `LedgerError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 LEDGER_NAME = "vidvec-ledger.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("done", "failed", "skipped")
 _CONNECT_TIMEOUT_S = 30.0  # how long to wait for another process's write lock
 
@@ -43,13 +49,30 @@ CREATE TABLE IF NOT EXISTS videos (
     decode_s      REAL NOT NULL DEFAULT 0,
     model_s       REAL NOT NULL DEFAULT 0,
     wall_s        REAL NOT NULL DEFAULT 0,
-    updated_at    REAL NOT NULL
+    updated_at    REAL NOT NULL,
+    size          INTEGER,
+    mtime_ns      INTEGER,
+    partial       TEXT
 );
 """
-_COLUMNS = (
-    "key, video_path, status, reason, output_path, settings_hash, "
-    "clips, seconds, decode_s, model_s, wall_s, updated_at"
-)
+# Schema 2 added these columns; a schema-1 ledger gets them (NULL in its old rows) when opened for writing.
+_ADDED_IN_2 = {"size": "INTEGER", "mtime_ns": "INTEGER", "partial": "TEXT"}
+_COLUMNS = ("key", "video_path", "status", "reason", "output_path", "settings_hash", "clips", "seconds",
+            "decode_s", "model_s", "wall_s", "updated_at", "size", "mtime_ns", "partial")
+_INSERT = f"INSERT OR REPLACE INTO videos ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+# SQLite's words for a file that is not a ledger at all (garbage, corrupt, some other database).
+_NOT_A_LEDGER = ("file is not a database", "malformed", "no such table")
+# Its words when a read-only connection cannot create the -wal/-shm files (read-only folder or medium).
+_CANNOT_CREATE_FILES = ("attempt to write a readonly database", "unable to open database file")
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened, read or written. The message is one line naming the ledger
+    file or its folder and the reason (read-only, not a database, disk full, ...), printable as
+    it is: bytes of a name that are not UTF-8 appear as ``\\xNN`` escapes."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_stored_text(message))
 
 
 class SettingsMismatch(Exception):
@@ -63,9 +86,32 @@ class SettingsMismatch(Exception):
         self.differences = differences
 
 
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies one version of a source file: its size and modification time (ns)."""
+
+    size: int
+    mtime_ns: int
+
+
+def file_fingerprint(path: str | os.PathLike) -> Fingerprint | None:
+    """The `Fingerprint` of ``path`` (symlinks followed), or None when it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
+        return None
+    return Fingerprint(st.st_size, st.st_mtime_ns)
+
+
 @dataclass
 class VideoRecord:
-    """One ledger row. ``seconds`` is the video duration processed; ``updated_at`` is Unix time."""
+    """One ledger row. ``seconds`` is the video duration processed; ``updated_at`` is Unix time.
+
+    ``size`` and ``mtime_ns`` are the source file's fingerprint when it was processed (None when
+    unknown, e.g. rows of a schema-1 ledger). ``partial`` is None for a complete result, else a
+    note saying why the output covers only part of the video. Texts are as stored: bytes of a
+    file name that are not UTF-8 appear as ``\\xNN`` escapes.
+    """
 
     key: str
     video_path: str
@@ -79,6 +125,16 @@ class VideoRecord:
     model_s: float
     wall_s: float
     updated_at: float
+    size: int | None = None
+    mtime_ns: int | None = None
+    partial: str | None = None
+
+    @property
+    def fingerprint(self) -> Fingerprint | None:
+        """The stored `Fingerprint`, or None when the row has none."""
+        if self.size is None or self.mtime_ns is None:
+            return None
+        return Fingerprint(self.size, self.mtime_ns)
 
 
 def canonical_settings(settings: Mapping[str, Any]) -> dict:
@@ -114,37 +170,24 @@ class Ledger:
     Safe to open from several processes at once (e.g. ``vidvec status`` during a run): WAL
     journal, and a busy timeout so writers wait for each other instead of failing. One
     object may be shared by threads of one process.
+
+    Opening for writing creates the folder and the ledger if needed and migrates a schema-1
+    ledger to schema 2. ``readonly=True`` (for ``vidvec status``) creates and migrates nothing
+    and works on read-only folders and media. Problems raise `LedgerError`.
     """
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, readonly: bool = False) -> None:
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / LEDGER_NAME
         self._lock = threading.Lock()
         self._hash: str | None = None
-        # isolation_level=None: autocommit, so each mark_* commits by itself and multi-step
-        # updates use explicit BEGIN IMMEDIATE.
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            self.path, timeout=_CONNECT_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+        self._conn: sqlite3.Connection | None = None
+        self._columns: frozenset[str] = frozenset()  # the videos columns this file has
         try:
-            # WAL: readers never block the writer. (Falls back silently on filesystems
-            # without shared memory; the rollback journal is just as crash-safe.)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a committed 'done' survives power loss too, not just a killed process.
-            self._conn.execute("PRAGMA synchronous=FULL")
-            with self._transaction() as conn:
-                # Statement by statement: executescript would COMMIT our transaction early.
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                row = conn.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
-                if row is None:
-                    conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) > SCHEMA_VERSION:
-                    raise RuntimeError(
-                        f"{self.path} was written by a newer vidvec (ledger schema {row[0]}); upgrade vidvec"
-                    )
+            if readonly:
+                self._open_readonly()
+            else:
+                self._open_for_writing()
         except BaseException:
             self.close()
             raise
@@ -183,8 +226,9 @@ class Ledger:
     # -- per video ----------------------------------------------------------------------
 
     def get(self, key: str) -> VideoRecord | None:
-        rows = self._query(f"SELECT {_COLUMNS} FROM videos WHERE key=?", (key,))
-        return VideoRecord(*rows[0]) if rows else None
+        """The row of ``key``, or None."""
+        rows = self._select("WHERE key=?", (_stored_text(key),))
+        return rows[0] if rows else None
 
     def mark_done(
         self,
@@ -194,35 +238,63 @@ class Ledger:
         clips: int,
         seconds: float,
         timings: Mapping[str, float],
+        fingerprint: Fingerprint | None = None,
+        partial: str | None = None,
     ) -> None:
         """Record a finished video. Call only after its output file is in its final place.
 
         ``timings`` may hold ``decode_s``, ``model_s``, ``wall_s`` (or without ``_s``);
-        missing ones are 0, others are ignored.
+        missing ones are 0, others are ignored. ``fingerprint``: the source file's
+        `file_fingerprint` when it was read. ``partial``: None for a complete result, else a
+        one-line note saying why the output covers only part of the video.
         """
         def timing(name: str) -> float:
             return float(timings.get(f"{name}_s", timings.get(name, 0.0)))
 
-        self._upsert(key, video_path, "done", None, os.fspath(output_path), int(clips),
-                     float(seconds), timing("decode"), timing("model"), timing("wall"))
+        row = self._row(key, video_path, "done", None, fingerprint, output_path=output_path, clips=int(clips),
+                        seconds=float(seconds), decode_s=timing("decode"), model_s=timing("model"),
+                        wall_s=timing("wall"), partial=partial)
+        self._query(_INSERT, row, doing="write")
 
-    def mark_failed(self, key: str, video_path: str | Path, reason: str) -> None:
-        """Record a video that could not be processed, with a one-line reason."""
-        self._upsert(key, video_path, "failed", reason)
+    def mark_failed(self, key: str, video_path: str | Path, reason: str,
+                    fingerprint: Fingerprint | None = None) -> bool:
+        """Record a video that could not be processed, with a one-line reason; return True.
+
+        A failure never replaces a valid result: when the row is already ``done`` under the
+        bound settings and its output file exists (another process finished the video
+        meanwhile), nothing changes and this returns False. Check and write are one transaction.
+        """
+        row = self._row(key, video_path, "failed", reason, fingerprint)
+        with self._transaction() as conn:
+            done = conn.execute(
+                "SELECT output_path FROM videos WHERE key=? AND status='done' AND settings_hash IS ?",
+                (_stored_text(key), self._hash),
+            ).fetchone()
+            if done is not None and done[0] is not None and os.path.exists(done[0]):
+                return False
+            conn.execute(_INSERT, row)
+        return True
 
     def mark_skipped(self, key: str, video_path: str | Path, reason: str) -> None:
         """Record a video deliberately not processed (e.g. too short), with the reason."""
-        self._upsert(key, video_path, "skipped", reason)
+        self._query(_INSERT, self._row(key, video_path, "skipped", reason), doing="write")
 
-    def should_process(self, key: str, retry_failed: bool) -> bool:
+    def should_process(self, key: str, retry_failed: bool, fingerprint: Fingerprint | None = None,
+                       records: Mapping[str, VideoRecord] | None = None) -> bool:
         """True unless the video is done, or failed and ``retry_failed`` is off.
 
-        A row written under other settings than the bound ones counts as not processed.
+        A row counts as not processed when it was written under other settings than the bound
+        ones, or when its stored fingerprint differs from ``fingerprint`` (the file changed
+        since: it was still being written, or was replaced); a row without a stored fingerprint
+        (schema 1), or ``fingerprint=None``, skips that check. ``records`` (`records_by_key`)
+        answers from that snapshot instead of one query per video.
         """
-        record = self.get(key)
+        record = records.get(_stored_text(key)) if records is not None else self.get(key)
         if record is None:
             return True
         if self._hash is not None and record.settings_hash not in (None, self._hash):
+            return True
+        if fingerprint is not None and record.fingerprint not in (None, fingerprint):
             return True
         if record.status == "done":
             return False
@@ -232,14 +304,23 @@ class Ledger:
 
     def records(self) -> list[VideoRecord]:
         """All rows, sorted by key."""
-        return [VideoRecord(*row) for row in self._query(f"SELECT {_COLUMNS} FROM videos ORDER BY key")]
+        return self._select("ORDER BY key")
+
+    def records_by_key(self) -> dict[str, VideoRecord]:
+        """All rows in one query (for resuming a big run), by stored key.
+
+        Looking up an original key works too, also one holding bytes that are not UTF-8.
+        """
+        return _RecordsByKey((record.key, record) for record in self._select())
 
     def summary(self) -> dict:
         """Totals over the ledger.
 
         ``clips``, ``seconds`` (video time), ``wall_s``, ``decode_s`` and ``model_s`` sum the
         done videos; ``clips_per_s`` is ``clips / wall_s`` (0 when no time was recorded);
-        ``failures`` lists ``(video_path, reason)`` by key; ``settings`` is the stored dict.
+        ``failures`` lists ``(video_path, reason)`` by key; ``partial`` counts the done videos
+        whose output covers only part of the video and ``partials`` lists them as
+        ``(video_path, note)`` by key; ``settings`` is the stored dict.
         """
         counts = dict.fromkeys(STATUSES, 0)
         counts.update(dict(self._query("SELECT status, COUNT(*) FROM videos GROUP BY status")))
@@ -247,12 +328,11 @@ class Ledger:
             "SELECT COALESCE(SUM(clips), 0), COALESCE(SUM(seconds), 0), COALESCE(SUM(wall_s), 0), "
             "COALESCE(SUM(decode_s), 0), COALESCE(SUM(model_s), 0) FROM videos WHERE status='done'"
         )[0]
-        failures = [
-            (path, reason)
-            for path, reason in self._query(
-                "SELECT video_path, reason FROM videos WHERE status='failed' ORDER BY key"
-            )
-        ]
+        failures = self._query("SELECT video_path, reason FROM videos WHERE status='failed' ORDER BY key")
+        partial = self._column("partial")
+        partials = self._query(
+            f"SELECT video_path, {partial} FROM videos WHERE status='done' AND {partial} IS NOT NULL ORDER BY key"
+        )
         return {
             **counts,
             "clips": int(clips),
@@ -262,6 +342,8 @@ class Ledger:
             "model_s": float(model),
             "clips_per_s": float(clips) / wall if wall > 0 else 0.0,
             "failures": failures,
+            "partial": len(partials),
+            "partials": partials,
             "settings": self.settings() or {},
         }
 
@@ -279,28 +361,95 @@ class Ledger:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _upsert(
+    def _open_for_writing(self) -> None:
+        _prepare_folder(self.out_dir)
+        with self._sqlite_errors("open"):
+            # isolation_level=None: autocommit, so each mark_* commits by itself and multi-step
+            # updates use explicit BEGIN IMMEDIATE.
+            self._conn = sqlite3.connect(self.path, timeout=_CONNECT_TIMEOUT_S, isolation_level=None,
+                                         check_same_thread=False)
+            # WAL: readers never block the writer. (Falls back silently on filesystems
+            # without shared memory; the rollback journal is just as crash-safe.)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed 'done' survives power loss too, not just a killed process.
+            self._conn.execute("PRAGMA synchronous=FULL")
+        with self._transaction() as conn:
+            # Statement by statement: executescript would COMMIT our transaction early.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            version = self._schema_version(conn)
+            if version is None:
+                conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif version < SCHEMA_VERSION:
+                present = _table_columns(conn)
+                for name, kind in _ADDED_IN_2.items():
+                    if name not in present:
+                        conn.execute(f"ALTER TABLE videos ADD COLUMN {name} {kind}")
+                conn.execute("UPDATE meta SET value=? WHERE name='schema'", (str(SCHEMA_VERSION),))
+            self._columns = _table_columns(conn)
+
+    def _open_readonly(self) -> None:
+        _refuse_file(self.out_dir)
+        if not self.path.is_file():
+            raise LedgerError(f"{self.out_dir} has no vidvec ledger ({LEDGER_NAME})")
+        uri = "file:" + quote(os.fsencode(self.path))
+        with self._sqlite_errors("open"):
+            try:
+                self._connect_readonly(uri + "?mode=ro")
+            except sqlite3.OperationalError as error:
+                if not any(words in str(error) for words in _CANNOT_CREATE_FILES):
+                    raise
+                # mode=ro must still create the -shm file of a WAL ledger, which a read-only folder
+                # or medium cannot hold. immutable=1 reads the file as it is, without locks (rows
+                # only in a -wal file, i.e. of a run killed or still going, are not seen).
+                self.close()
+                self._connect_readonly(uri + "?immutable=1")
+
+    def _connect_readonly(self, uri: str) -> None:
+        self._conn = sqlite3.connect(uri, uri=True, timeout=_CONNECT_TIMEOUT_S, isolation_level=None,
+                                     check_same_thread=False)
+        self._schema_version(self._conn)
+        self._columns = _table_columns(self._conn)
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int | None:
+        row = conn.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise LedgerError(f"{self.path} was written by a newer vidvec (ledger schema {row[0]}); upgrade vidvec")
+        return None if row is None else int(row[0])
+
+    def _column(self, name: str) -> str:
+        """``name`` for SQL, or NULL when this file lacks that column (a schema-1 ledger opened read-only)."""
+        return name if name in self._columns else "NULL"
+
+    def _select(self, where: str = "", params: tuple = ()) -> list[VideoRecord]:
+        columns = ", ".join(self._column(name) for name in _COLUMNS)
+        return [VideoRecord(*row) for row in self._query(f"SELECT {columns} FROM videos {where}", params)]
+
+    def _row(
         self,
         key: str,
         video_path: str | Path,
         status: str,
         reason: str | None,
-        output_path: str | None = None,
+        fingerprint: Fingerprint | None = None,
+        output_path: str | Path | None = None,
         clips: int = 0,
         seconds: float = 0.0,
         decode_s: float = 0.0,
         model_s: float = 0.0,
         wall_s: float = 0.0,
-    ) -> None:
-        self._query(
-            f"INSERT OR REPLACE INTO videos ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, os.fspath(video_path), status, reason, output_path, self._hash,
-             clips, seconds, decode_s, model_s, wall_s, time.time()),
-        )
+        partial: str | None = None,
+    ) -> tuple:
+        """A row for `_INSERT`, in `_COLUMNS` order, under the bound settings."""
+        size, mtime_ns = (fingerprint.size, fingerprint.mtime_ns) if fingerprint is not None else (None, None)
+        return (_stored_text(key), _stored_text(video_path), status, _stored_text(reason),
+                _stored_text(output_path), self._hash, clips, seconds, decode_s, model_s, wall_s, time.time(),
+                size, mtime_ns, _stored_text(partial))
 
-    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+    def _query(self, sql: str, params: tuple = (), doing: str = "read") -> list[tuple]:
         # Autocommit mode: a single write statement is committed before this returns.
-        with self._lock:
+        with self._lock, self._sqlite_errors(doing):
             return self._connection().execute(sql, params).fetchall()
 
     def _connection(self) -> sqlite3.Connection:
@@ -308,33 +457,98 @@ class Ledger:
             raise RuntimeError(f"ledger {self.path} is closed")
         return self._conn
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self)
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``: takes the write lock up front, so a
-    read-then-write (as in bind_settings) can't race another process."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._ledger._lock.acquire()
-        try:
-            conn = self._ledger._connection()
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on an exception): takes the write
+        lock up front, so a read-then-write (bind_settings, mark_failed) can't race another process."""
+        with self._lock, self._sqlite_errors("write"):
+            conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._ledger._lock.release()
-            raise
-        return conn
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        conn = self._ledger._connection()
+    @contextmanager
+    def _sqlite_errors(self, doing: str) -> Iterator[None]:
+        """Any sqlite3 error as a one-line `LedgerError` naming this ledger."""
         try:
-            conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
-        finally:
-            self._ledger._lock.release()
+            yield
+        except sqlite3.Error as error:
+            reason = str(error)
+            if any(words in reason for words in _NOT_A_LEDGER):
+                raise LedgerError(f"{self.path} is not a vidvec ledger ({reason})") from error
+            raise LedgerError(f"cannot {doing} ledger {self.path}: {reason}") from error
+
+
+class _RecordsByKey(dict):
+    """`Ledger.records_by_key`'s answer: keyed by the stored key, and found by the original key too."""
+
+    def __missing__(self, key: str) -> VideoRecord:
+        stored = _stored_text(key)
+        if stored == key:
+            raise KeyError(key)
+        return self[stored]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, _stored_text(key))
+
+
+def _stored_text(value: str | os.PathLike | None) -> str | None:
+    """``value`` as the ledger stores it: plain text unchanged; a file name holding bytes that are
+    not UTF-8 (Python gives them as lone surrogates, which SQLite refuses) with those bytes as
+    ``\\xNN`` escapes, the same every time, so lookups by the original name find it."""
+    if value is None:
+        return None
+    text = os.fspath(value)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # the file name's own bytes
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogatepass")  # lone surrogates of another origin: any stable spelling
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _table_columns(conn: sqlite3.Connection) -> frozenset[str]:
+    return frozenset(row[1] for row in conn.execute("PRAGMA table_info(videos)"))
+
+
+def _refuse_file(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise LedgerError(f"{folder} is a file, not a folder")
+
+
+def _prepare_folder(folder: Path) -> None:
+    """Create ``folder`` if needed; `LedgerError` unless a ledger can be written there."""
+    _refuse_file(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LedgerError(f"cannot create {folder}: {error.strerror or error}") from error
+    if not os.access(folder, os.W_OK):
+        raise LedgerError(f"cannot write to {folder}: {_why_not_writable(folder)}")
+
+
+def _why_not_writable(folder: Path) -> str:
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except (AttributeError, OSError):  # no statvfs on Windows
+        pass
+    return "permission denied"
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

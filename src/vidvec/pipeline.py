@@ -16,7 +16,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .clips import Clip, ClipGroup, Event, Stream, VideoEvents, VideoFailed, VideoFinished, VideoStarted
+from .clips import (Clip, ClipGroup, Event, Partial, Stream, VideoEvents, VideoFailed, VideoFinished, VideoRestarted,
+                    VideoStarted, describe_error)
 from .decode import VideoInfo
 from .sampling import SamplingSpec
 from .sources import VideoSource
@@ -33,6 +34,7 @@ class RunOptions:
     logits: bool = False
     decoder_threads: int = 0
     extras: tuple[str, ...] = ()  # per-clip by-products to hand to ``on_extra`` (e.g. I3D's "flow")
+    partial: bool = False  # keep what a truncated or damaged video holds instead of failing it
 
 
 @dataclass
@@ -50,6 +52,7 @@ class VideoResult:
     model_s: float = 0.0
     wall_s: float = 0.0
     stream: int = 0
+    partial: Partial | None = None  # set when the arrays cover only part of the video (RunOptions.partial)
 
     @property
     def clips(self) -> int:
@@ -66,6 +69,7 @@ class _Pending:
     rows: dict[tuple[int, int], tuple] = field(default_factory=dict)
     decode_s: float = 0.0
     model_s: float = 0.0
+    partial: Partial | None = None
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -101,15 +105,29 @@ Job = tuple[int, VideoSource, Sequence[int]]  # (video index, source, the stream
 
 def _events(jobs: list[Job], streams: list[Stream], options: RunOptions) -> Iterator[Event]:
     if options.num_workers <= 0 or not jobs:
-        return iter(VideoEvents(jobs, streams, options.decoder_threads))
+        return iter(VideoEvents(jobs, streams, options.decoder_threads, partial=options.partial))
     # Workers send clips in groups (fewer inter-process messages); a few groups in flight per worker
     # keep the model fed while bounding memory.
-    dataset = VideoEvents(jobs, streams, options.decoder_threads, group=options.batch_size)
+    dataset = VideoEvents(jobs, streams, options.decoder_threads, group=options.batch_size, partial=options.partial)
     workers = min(options.num_workers, len(jobs))
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=workers, prefetch_factor=4,
+        dataset, batch_size=None, num_workers=workers, prefetch_factor=4, worker_init_fn=_quiet_worker,
         in_order=False, pin_memory=options.device.startswith("cuda"), persistent_workers=False)
     return iter(loader)
+
+
+def _quiet_worker(_: int) -> None:
+    """In a decode worker: when the run is stopped (Ctrl-C, SIGTERM) while a batch is being handed over, the
+    thread that hands file descriptors to the model process (multiprocessing's resource sharer, which reports
+    through sys.excepthook) loses its connection; that is the stop, not an error worth a traceback. (The worker's
+    own work never reaches the hook: DataLoader catches and forwards its errors.)"""
+    default = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, tb: object) -> None:
+        if not issubclass(kind, (EOFError, OSError)):
+            default(kind, error, tb)
+
+    sys.excepthook = hook
 
 
 def run(jobs: Sequence[Job], models: Sequence[LoadedModel], specs: Sequence[SamplingSpec], options: RunOptions,
@@ -132,22 +150,26 @@ def run(jobs: Sequence[Job], models: Sequence[LoadedModel], specs: Sequence[Samp
     device = torch.device(options.device)
     want_logits = options.top_k > 0 or options.logits
 
-    def forward(stream: int, clips: list[Clip]) -> None:
+    def forward(stream: int, clips: list[Clip]) -> Iterator[VideoResult]:
+        """Run one batch; yield a failure for each video whose clips the model could not turn into finite
+        vectors (a model error fails the batch's videos, a NaN or Inf row fails its video), then the results
+        the batch completed."""
         began = time.perf_counter()
-        model = models[stream]
-        pixels = torch.stack([c.pixels for c in clips]).to(device, non_blocking=True)
-        kind = model.card.input
-        names = [n for n in options.extras if n in model.module.extras] if on_extra else []
-        with torch.inference_mode():
-            x = pixels.to(dtype) if kind == "audio" else model.preprocess.normalize(pixels, dtype, video=kind == "video")
-            latent, extras = model.module.forward_with_extras(x, names) if names else (model.module(x), {})
-            logits = model.module.classify(latent) if want_logits else None
-        extras = {name: values.to(torch.float16).cpu().numpy() for name, values in extras.items()}
-        if kind == "image" and pixels.shape[1] > 1:  # frame-wise model on multi-frame clips: mean over frames
-            latent = latent.reshape(len(clips), -1, latent.shape[-1]).mean(1)
-            logits = None if logits is None else logits.reshape(len(clips), -1, logits.shape[-1]).mean(1)
-        latent = latent.float().cpu().numpy()
-        logits = None if logits is None else logits.float().cpu().numpy()
+        try:
+            latent, logits, extras = _forward(models[stream], clips, options, device, dtype, want_logits,
+                                              bool(on_extra))
+        except Exception as error:  # e.g. out of memory on the device: these videos fail, the run goes on
+            for clip in _firsts(clips, [True] * len(clips)):
+                if (clip.video, stream) in pending:
+                    yield failed(VideoFailed(clip.video, f"model failed: {describe_error(error)}", stream))
+            return
+        finite = np.isfinite(latent).all(axis=1)
+        if logits is not None:
+            finite &= np.isfinite(logits).all(axis=1)
+        for clip in _firsts(clips, ~finite):
+            if (clip.video, stream) in pending:
+                yield failed(VideoFailed(clip.video, f"the model gave NaN or Inf values (clip at {clip.start:.2f} "
+                                                     "s); check the weights and --dtype", stream))
         spent = (time.perf_counter() - began) / len(clips)
         for i, clip in enumerate(clips):
             entry = pending.get((clip.video, stream))
@@ -161,6 +183,7 @@ def run(jobs: Sequence[Job], models: Sequence[LoadedModel], specs: Sequence[Samp
         if on_batch:
             on_batch(len(clips))
         trim_heap()
+        yield from completed()
 
     def completed() -> Iterator[VideoResult]:
         """Results whose clips have all been through their model (few videos are in flight at a time)."""
@@ -173,7 +196,7 @@ def run(jobs: Sequence[Job], models: Sequence[LoadedModel], specs: Sequence[Samp
             yield VideoResult(video, source, True, info=entry.info,
                               arrays=_pool(entry, options.top_k, models[key[1]].categories),
                               decode_s=entry.decode_s, model_s=entry.model_s,
-                              wall_s=time.perf_counter() - entry.began, stream=key[1])
+                              wall_s=time.perf_counter() - entry.began, stream=key[1], partial=entry.partial)
 
     def failed(event: VideoFailed) -> VideoResult:
         key = (event.video, event.stream)
@@ -195,26 +218,60 @@ def run(jobs: Sequence[Job], models: Sequence[LoadedModel], specs: Sequence[Samp
             stream = clips[0].stream
             batch = batches[stream]
             if batch and batch[0].pixels.shape != clips[0].pixels.shape:  # whole frames of a video of another size
-                forward(stream, batch)
-                batch.clear()
-                yield from completed()
-            batch.extend(clips)
-            while len(batch) >= options.batch_size:
-                forward(stream, batch[:options.batch_size])
-                del batch[:options.batch_size]
-                yield from completed()
+                batches[stream] = clips
+                yield from forward(stream, batch)
+            else:
+                batch.extend(clips)
+            while len(batches[stream]) >= options.batch_size:
+                batch = batches[stream]
+                batches[stream] = batch[options.batch_size:]
+                yield from forward(stream, batch[:options.batch_size])
         elif isinstance(event, VideoFinished):
             # Every stream of the video still open ends here: one without a count sent nothing ("no clips").
             for key in [k for k in pending if k[0] == event.video]:
                 pending[key].expected = event.counts.get(key[1], 0)
                 pending[key].decode_s = event.decode_s
+                pending[key].partial = event.partial.get(key[1])
             yield from completed()
+        elif isinstance(event, VideoRestarted):  # planned again: what was sent before is void
+            for stream in event.streams:
+                if (event.video, stream) in pending:
+                    pending[(event.video, stream)].rows.clear()
+                    batches[stream] = [c for c in batches[stream] if c.video != event.video]
         elif isinstance(event, VideoFailed):
             yield failed(event)
-    for stream, batch in batches.items():
-        if batch:
-            forward(stream, batch)
+    for stream in list(batches):
+        if batches[stream]:
+            batch, batches[stream] = batches[stream], []
+            yield from forward(stream, batch)
     yield from completed()
+
+
+def _firsts(clips: list[Clip], flags: Sequence[bool]) -> list[Clip]:
+    """The first flagged clip of each video, in order."""
+    firsts: dict[int, Clip] = {}
+    for clip, flag in zip(clips, flags):
+        if flag:
+            firsts.setdefault(clip.video, clip)
+    return list(firsts.values())
+
+
+def _forward(model: LoadedModel, clips: list[Clip], options: RunOptions, device: torch.device, dtype: torch.dtype,
+             want_logits: bool, want_extras: bool) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+    """One batch through one model: float32 latents (N, D), logits (N, C) or None, and the by-products
+    ``options.extras`` names that the model has (float16, per clip)."""
+    pixels = torch.stack([c.pixels for c in clips]).to(device, non_blocking=True)
+    kind = model.card.input
+    names = [n for n in options.extras if n in model.module.extras] if want_extras else []
+    with torch.inference_mode():
+        x = pixels.to(dtype) if kind == "audio" else model.preprocess.normalize(pixels, dtype, video=kind == "video")
+        latent, extras = model.module.forward_with_extras(x, names) if names else (model.module(x), {})
+        logits = model.module.classify(latent) if want_logits else None
+    extras = {name: values.to(torch.float16).cpu().numpy() for name, values in extras.items()}
+    if kind == "image" and pixels.shape[1] > 1:  # frame-wise model on multi-frame clips: mean over frames
+        latent = latent.reshape(len(clips), -1, latent.shape[-1]).mean(1)
+        logits = None if logits is None else logits.reshape(len(clips), -1, logits.shape[-1]).mean(1)
+    return latent.float().cpu().numpy(), None if logits is None else logits.float().cpu().numpy(), extras
 
 
 def _pool(entry: _Pending, top_k: int, categories: Sequence[str] | None) -> dict[str, np.ndarray]:

@@ -170,7 +170,8 @@ _CHECKPOINT_INSPECTORS: list[Callable[[Path], ModelCard | None]] = []
 
 def register_checkpoint_inspector(fn: Callable[[Path], ModelCard | None]) -> Callable[[Path], ModelCard | None]:
     """Decorator: ``fn(path)`` returns a card for a checkpoint that names its own architecture, else None.
-    It must be cheap for files it does not recognise and must never run code from the file."""
+    It must be cheap for files it does not recognise and must never run code from the file; it raises (one
+    line) for a file it recognises but cannot use, or whose pickle would run code (``weights.torch_load``)."""
     _CHECKPOINT_INSPECTORS.append(fn)
     return fn
 

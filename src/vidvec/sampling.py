@@ -35,6 +35,14 @@ Kind = Literal["frames", "windows", "views"]
 Rule = Literal["uniform", "pyslowfast", "pyslowfast_offset", "ssv2", "charades", "video_features", "hero"]
 _RULES = get_args(Rule)
 _EPS = 1e-6
+# Bounds on what a spec may ask, so that a typo cannot make a worker plan billions of samples: no video has
+# more frames per second than MAX_FPS, a clip or a view count beyond these would not fit in memory, and a
+# sampling rate may repeat each of a video's frames at most MAX_REPEAT times (a 10 fps video at 15 fps is
+# fine; --fps 1e9 is not). Frame sampling never repeats a frame: it takes at most every frame.
+MAX_FPS = 1000.0
+MAX_CLIP_LEN = 4096
+MAX_VIEWS = 1000
+MAX_REPEAT = 10
 # Fields added after the first release: to_dict() lists them only when they differ from their defaults, so the
 # settings hash of a spec that does not use them is what it was before they existed.
 _NEW_FIELDS = ("rule", "sampling_rate", "backpad_last")
@@ -99,20 +107,20 @@ class SamplingSpec:
     def __post_init__(self) -> None:
         if self.kind not in ("frames", "windows", "views"):
             raise ValueError(f"sampling kind must be frames, windows or views, not {self.kind!r}")
-        if self.fps is not None and not self.fps > 0:
-            raise ValueError(f"fps must be positive, not {self.fps}")
-        if self.clip_len < 1:
-            raise ValueError(f"clip length must be at least 1 frame, not {self.clip_len}")
+        if self.fps is not None and not 0 < self.fps <= MAX_FPS:
+            raise ValueError(f"fps must be positive and at most {MAX_FPS:g}, not {self.fps}")
+        if not 1 <= self.clip_len <= MAX_CLIP_LEN:
+            raise ValueError(f"clip length must be 1 to {MAX_CLIP_LEN} frames, not {self.clip_len}")
         if self.kind == "frames" and self.clip_len != 1:
             raise ValueError("frames sampling takes one frame per clip; use windows for clips")
         if self.backpad_last and (self.kind != "windows" or self.rule != "uniform"):
             raise ValueError("backpad_last applies to vidvec's own windows (kind windows, rule uniform)")
         if self.stride is not None and self.stride < 1:
             raise ValueError(f"stride must be at least 1 frame, not {self.stride}")
-        if self.stride_seconds is not None and not self.stride_seconds > 0:
-            raise ValueError(f"stride in seconds must be positive, not {self.stride_seconds}")
-        if self.views < 1:
-            raise ValueError(f"views must be at least 1, not {self.views}")
+        if self.stride_seconds is not None and not 0 < self.stride_seconds < math.inf:
+            raise ValueError(f"stride in seconds must be positive and finite, not {self.stride_seconds}")
+        if not 1 <= self.views <= MAX_VIEWS:
+            raise ValueError(f"views must be 1 to {MAX_VIEWS}, not {self.views}")
         if self.crops not in (1, 3):
             raise ValueError(f"crops must be 1 or 3, not {self.crops}")
         if self.rule not in _RULES:
@@ -257,8 +265,13 @@ def plan(
     start: float = 0.0,
     end: float | None = None,
     timing: StreamTiming | None = None,
+    frame_times: Sequence[float] | None = None,
 ) -> list[ClipPlan]:
     """Cut ``[start, end)`` of a video of ``duration`` seconds into clips.
+
+    ``frame_times`` (every frame's presentation time, for variable frame rate videos): frame sampling that
+    takes every frame (see :func:`every_frame`) takes exactly these frames, each clip spanning its frame's
+    display time, instead of a grid at the average rate.
 
     A span shorter than one clip gives one clip whose missing frames repeat the last frame
     (``padded=True``); an empty span (or an unknown frame rate) raises ``ValueError``.
@@ -273,13 +286,21 @@ def plan(
         return _plan_video_features(spec, duration, native_fps, start, end, timing)
     if spec.rule != "uniform":
         return _plan_by_index(spec, duration, native_fps, start, end, timing)
-    fps = spec.fps or native_fps
-    if not fps or not math.isfinite(fps) or fps <= 0:
+    if not native_fps or not math.isfinite(native_fps) or native_fps <= 0:
         raise ValueError("the video has no usable frame rate")
     t0 = max(0.0, start or 0.0)
     t1 = duration if end is None else min(end, duration)
     if not t1 > t0:
         raise ValueError(f"nothing to sample: span {t0:.3f}-{t1:.3f} s of a {duration:.3f} s video")
+    if spec.kind == "frames":
+        if frame_times is not None and every_frame(spec, native_fps):
+            return _plan_every_frame(frame_times, t0, t1)
+        fps = min(spec.fps or native_fps, native_fps)  # never a frame twice
+    else:
+        fps = spec.fps or native_fps
+        if fps > MAX_REPEAT * native_fps:
+            raise ValueError(f"sampling at {fps:g} fps repeats each frame of this {native_fps:g} fps video "
+                             f"{fps / native_fps:.0f} times (at most {MAX_REPEAT}); lower --fps")
     # Sample times sit on a grid of 1/fps from t0; the last usable one is the last that starts before t1.
     last = t0 + max(0, math.ceil((t1 - t0) * fps - _EPS) - 1) / fps
     span = spec.clip_len / fps
@@ -309,6 +330,22 @@ def plan(
     else:
         starts = [t0 + slack * i / (spec.views - 1) for i in range(spec.views)]
     return [clip(i, s) for i, s in enumerate(starts)]
+
+
+def every_frame(spec: SamplingSpec, native_fps: float) -> bool:
+    """Whether ``spec`` takes every frame of a video whose average rate is ``native_fps`` (vidvec's own frame
+    sampling at the video's rate or above): on a variable frame rate video, :func:`plan` then needs the
+    frames' own times."""
+    return (spec.kind == "frames" and spec.rule == "uniform"
+            and (spec.fps is None or spec.fps >= native_fps - _EPS))
+
+
+def _plan_every_frame(frame_times: Sequence[float], t0: float, t1: float) -> list[ClipPlan]:
+    times = [t for t in frame_times if t0 - _EPS <= t < t1]
+    if not times:
+        raise ValueError(f"nothing to sample: no frame starts in {t0:.3f}-{t1:.3f} s")
+    ends = times[1:] + [t1]
+    return [ClipPlan(k, (t,), t, end) for k, (t, end) in enumerate(zip(times, ends))]
 
 
 # -- PySlowFast's frame-index rules -------------------------------------------------------------------------

@@ -100,7 +100,8 @@ def collect_sources(
     folder_roots: list[Path] = []
 
     def add(entry: _Entry) -> None:
-        ident = entry.absolute.resolve()
+        # realpath, not Path.resolve: a symlink loop must not end the run (the video fails alone, later).
+        ident = Path(os.path.realpath(entry.absolute))
         old = entries.get(ident)
         if old is None:
             entries[ident] = entry

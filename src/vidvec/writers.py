@@ -3,7 +3,8 @@
 A final output path only ever holds a complete file: everything is written to a hidden
 temp file in the same folder and renamed into place (``os.replace`` is atomic on POSIX).
 A run killed mid-write leaves only ``.*.vidvec-tmp*`` files, which `remove_stale_temps`
-deletes on the next start.
+deletes on the next start; a temp that a live process is still writing is locked
+(``flock``) and left alone, so runs may share an output folder.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: temps are not locked, and remove_stale_temps removes them all
+    fcntl = None
 
 # torch is imported only when needed: reading the ledger or npz files (`vidvec status`,
 # tests, downstream users) shouldn't pay for importing it.
@@ -130,15 +136,15 @@ def write_hero_features(path: Path, features: Any) -> Path:
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temp path next to ``final``; on success it replaces ``final`` atomically.
 
-    The caller writes the temp path (and closes it). On normal exit the file is fsynced,
-    renamed onto ``final`` and the folder fsynced, so after a crash ``final`` is either the
-    old file or the complete new one. On any exception the temp is removed and the
-    exception re-raised. Parent folders are created.
+    The caller writes the temp path (and closes it); it exists, empty, when yielded. On normal
+    exit the file is fsynced, renamed onto ``final`` and the folder fsynced, so after a crash
+    ``final`` is either the old file or the complete new one. On any exception the temp is
+    removed and the exception re-raised. Parent folders are created. Until the rename the temp
+    is locked, so `remove_stale_temps` in another process leaves it alone.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden, unique per writer, and kept under NAME_MAX (255) even for long final names.
-    tmp = final.parent / f".{final.name[:200]}{TEMP_MARK}-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp, lock_fd = _new_temp(final)
     try:
         yield tmp
         _fsync_file(tmp)
@@ -149,7 +155,35 @@ def atomic_path(final: Path) -> Iterator[Path]:
         except FileNotFoundError:
             pass
         raise
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)  # after the rename: the temp name is gone before the lock is
     _fsync_dir(final.parent)
+
+
+def _new_temp(final: Path) -> tuple[Path, int | None]:
+    """Create a fresh temp for ``final`` and lock it: ``(path, fd holding the lock)``.
+
+    Hidden, unique per writer, and kept under NAME_MAX (255) even for long final names. A
+    cleaner may remove the temp between its creation and the lock; then it starts over with a
+    new name. Without fcntl (Windows) nothing is created or locked: ``(path, None)``. Where
+    the file system has no locks the temp is created but stays unprotected, as before locks.
+    """
+    while True:
+        tmp = final.parent / f".{final.name[:200]}{TEMP_MARK}-{os.getpid()}-{secrets.token_hex(4)}"
+        if fcntl is None:
+            return tmp, None
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # no locks here (e.g. Lustre mounted without flock)
+            return tmp, fd
+        if os.fstat(fd).st_nlink > 0:
+            return tmp, fd
+        os.close(fd)  # a cleaner unlinked it before we held the lock
 
 
 def write_features(
@@ -251,10 +285,12 @@ def read_features(path: Path) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def remove_stale_temps(out_dir: Path) -> int:
-    """Delete temp files left under ``out_dir`` by a killed run; return how many.
+    """Delete temp files left under ``out_dir`` by killed writers; return how many.
 
-    Only hidden files whose name contains ``.vidvec-tmp`` are touched. Call it before a run
-    starts writing, never while another run writes into the same folder.
+    Only hidden files whose name contains ``.vidvec-tmp`` are touched, and only abandoned ones:
+    a temp whose writer is alive (in any process) holds a lock and is left alone, so this is
+    safe while other runs write into the same folder. A temp that cannot be locked (a file
+    system without locks) is kept. Without fcntl (Windows) every temp is removed.
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
@@ -262,12 +298,36 @@ def remove_stale_temps(out_dir: Path) -> int:
     removed = 0
     for path in out_dir.rglob(f"*{TEMP_MARK}*"):
         if path.name.startswith(".") and path.is_file() and not path.is_symlink():
-            try:
-                path.unlink()
-                removed += 1
-            except FileNotFoundError:
-                pass
+            removed += _remove_if_abandoned(path)
     return removed
+
+
+def _remove_if_abandoned(tmp: Path) -> bool:
+    """Unlink ``tmp`` unless a live writer holds its lock; True when it was removed."""
+    if fcntl is None:
+        return _unlink(tmp)
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+    except OSError:  # gone meanwhile (its writer renamed it into place), or unreadable
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by a live writer (or no locks here): not provably abandoned
+            return False
+        # Unlinked while we hold the lock: a writer that has just created it and waits for the
+        # lock then finds no links left and takes another name.
+        return _unlink(tmp)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except OSError:  # gone meanwhile, or not ours to remove
+        return False
+    return True
 
 
 def _check_format(fmt: str) -> None:

@@ -1,6 +1,7 @@
 """Loading PySlowFast checkpoints safely: ``.pyth`` (torch zip pickle) and Caffe2/Detectron ``.pkl`` blobs.
 
-* ``.pyth``/``.pth``: ``torch.load(..., weights_only=True)``; PySlowFast stores
+* ``.pyth``/``.pth``: ``torch.load(..., weights_only=True)`` (``vidvec.weights.torch_load``: a pickle that would
+  run code is refused in one line, as a ``WeightsError``); PySlowFast stores
   ``{epoch, model_state, optimizer_state, cfg}`` with ``cfg`` a YAML string, which becomes a :class:`CfgNode`.
 * ``.pkl``: a latin-1 Python pickle ``{'blobs': {name: ndarray}}`` read with a restricted unpickler that can
   only rebuild numpy arrays (no other global can be looked up, so no code runs); blob names are converted
@@ -186,19 +187,19 @@ def load_c2_pickle(path: str | os.PathLike) -> OrderedDict[str, Tensor]:
 def load_checkpoint(path: str | os.PathLike) -> tuple[OrderedDict[str, Tensor], CfgNode | None]:
     """Read a PySlowFast checkpoint without running code from it: ``(state_dict, cfg or None)``.
 
-    ``.pkl`` files are Caffe2 blobs (no cfg); anything else goes through ``torch.load(weights_only=True)``.
+    ``.pkl`` files are Caffe2 blobs (no cfg); anything else goes through ``vidvec.weights.torch_load``
+    (``torch.load(weights_only=True)``; a pickle that would run code is a one-line ``WeightsError``).
     A cfg embedded as YAML (PySlowFast's ``save_checkpoint``) is parsed with ``yaml.safe_load``.
     """
+    from vidvec.weights import torch_load  # here: vidvec.weights imports vidvec.models
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(path)
     is_zip = zipfile.is_zipfile(path)
     if path.suffix == ".pkl" and not is_zip:
         return load_c2_pickle(path), None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused by torch.load(weights_only=True): {e}") from e
+    ckpt = torch_load(path)
     cfg = None
     if isinstance(ckpt, Mapping) and "model_state" in ckpt:
         state = ckpt["model_state"]
@@ -289,11 +290,15 @@ def load_pretrained(path: str | os.PathLike, cfg: Mapping[str, Any] | str | None
     """Build the model for a checkpoint and load it strictly, in eval mode.
 
     ``cfg`` (a config or a known config name) is required for Caffe2 ``.pkl`` files, which carry none; for a
-    ``.pyth`` the embedded cfg is used unless ``cfg`` is given.
+    ``.pyth`` the embedded cfg is used unless ``cfg`` is given. NaN/Inf weights are refused
+    (``vidvec.weights.check_finite``).
     """
+    from vidvec.weights import check_finite
+
     from . import build_model
 
     state, ckpt_cfg = load_checkpoint(path)
+    check_finite(state, path)
     if cfg is None:
         if ckpt_cfg is None:
             raise CheckpointError(f"{path} has no embedded config; pass cfg= (e.g. a known config name)")

@@ -327,17 +327,20 @@ def card_from_cfg(cfg: Mapping[str, Any], source: str = "a checkpoint") -> Model
 @register_checkpoint_inspector
 def inspect_checkpoint(path: Path) -> ModelCard | None:
     """A card for a PySlowFast ``.pyth`` (``{model_state, cfg, ...}``) built from its embedded cfg; None for any
-    other file. Tensors are memory-mapped, not read, and nothing but ``torch.load(weights_only=True)`` runs."""
+    other file. Tensors are memory-mapped, not read, and nothing but ``torch.load(weights_only=True)`` runs: a
+    pickle that would run code is refused here (``weights.torch_load``'s one-line WeightsError)."""
     if not zipfile.is_zipfile(path):  # Caffe2 .pkl files and legacy pickles carry no cfg
         if path.suffix == ".pkl":
             raise ValueError(f"{path.name} is a pickle (PySlowFast's Caffe2 .pkl format) and carries no config: "
                              f"give --model with its config, e.g. one of `vidvec models --family pyslowfast`")
         return None
-    import torch
+    from vidvec.weights import WeightsError, torch_load
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not a checkpoint we can read safely: let the normal path report it
+        ckpt = torch_load(path, mmap=True)
+    except WeightsError:  # a pickle vidvec refuses: say so now, any model would refuse it too
+        raise
+    except Exception:  # noqa: BLE001 - not a checkpoint we can read: let the normal path report it
         return None
     if not isinstance(ckpt, Mapping) or "model_state" not in ckpt:
         return None
