@@ -435,6 +435,7 @@ class VideoDecoder:
         self._raw = opened.raw
         self._track = opened.track
         self._tb = opened.time_base
+        self._tick_seconds = float(opened.time_base)
         self._start_ts = opened.start_ts
         self._use_dts = opened.use_dts
         self._fps = opened.fps
@@ -648,7 +649,7 @@ class VideoDecoder:
         return frame.dts if self._use_dts else frame.pts
 
     def _seconds(self, ticks: int | None) -> float:
-        return float(ticks * self._tb) if ticks else 0.0
+        return ticks * self._tick_seconds if ticks else 0.0
 
     @property
     def damage(self) -> dict[str, int]:
