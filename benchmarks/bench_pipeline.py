@@ -29,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_decode  # noqa: E402
 
 import vidvec  # noqa: E402
-from vidvec.clips import Stream, VideoEvents  # noqa: E402
+from vidvec.clips import Slot  # noqa: E402
+from vidvec.local import VideoEvents  # noqa: E402
 from vidvec.extraction import SamplingOverrides, default_workers  # noqa: E402
-from vidvec.models.i3d import centre_crop  # noqa: E402
+from vidvec.models.i3d_net import centre_crop  # noqa: E402
 from vidvec.sources import collect_sources  # noqa: E402
 
 SHARED = Path(os.environ.get("VIDVEC_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -180,19 +181,19 @@ def decode_only(names: list[str], videos: list[Path], fps: float | None) -> tupl
     small part of the time, so this ratio is what one decoding pass for several models approaches there."""
     loaded = [vidvec.load_model(name, weights="random") for name in names]
     sampling = SamplingOverrides(fps=fps)
-    streams = [Stream(sampling.apply(m.card), m.preprocess, m.card.input == "audio") for m in loaded]
+    slots = [Slot(sampling.apply(m.card), m.preprocess, m.card.input == "audio") for m in loaded]
     sources = collect_sources(videos)
 
     def timed(chosen: list[int]) -> float:
         jobs = [(i, source, chosen) for i, source in enumerate(sources)]
         began = time.perf_counter()
-        for _ in VideoEvents(jobs, streams):
+        for _ in VideoEvents(jobs, slots):
             pass
         return time.perf_counter() - began
 
-    timed(list(range(len(streams))))  # warm-up (file cache, first-call costs)
+    timed(list(range(len(slots))))  # warm-up (file cache, first-call costs)
     alone = {name: timed([i]) for i, name in enumerate(names)}
-    return timed(list(range(len(streams)))), alone
+    return timed(list(range(len(slots)))), alone
 
 
 def i3d_flow_share(flow: str, size: tuple[int, int] = (256, 340)) -> tuple[float, float]:

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from vidvec.models.pyslowfast.zoo import ava_categories, categories_for_count, config_for
+from vidvec import categories
+from vidvec.models.pyslowfast.zoo import categories_for_count, config_for
 from vidvec.registry import get_card
 
 AVA_CARD = "AVA/c2/SLOWFAST_32x2_R101_50_50"
@@ -23,7 +24,7 @@ def ava_fixture(shared_dir) -> dict:
 
 
 def test_the_list_is_the_80_ava_actions_in_id_order():
-    names = ava_categories()
+    names = categories.ava()
     assert len(names) == len(set(names)) == 80
     assert all(name == name.strip() and name for name in names)
     # Spot checks against ava_action_list_v2.2.pbtxt (id: name); index = id - 1.
@@ -40,7 +41,7 @@ def test_the_list_is_the_80_ava_actions_in_id_order():
 
 def test_ava_card_names_its_80_outputs(ava_fixture):
     card = get_card(AVA_CARD)
-    names = ava_categories()
+    names = categories.ava()
     assert card.categories_for(None) == card.default_weights.categories == names
     num_classes = ava_fixture["cfg"]["MODEL"]["NUM_CLASSES"]
     assert num_classes == ava_fixture["num_classes_out"] == config_for(AVA_CARD).MODEL.NUM_CLASSES == len(names)

@@ -16,11 +16,11 @@ import pytest
 
 import media
 import vidvec
-from vidvec import pipeline
+from vidvec.runner import ModelRunner
 from typer.testing import CliRunner
 
 from vidvec.cli import app
-from vidvec.clips import Clip, Stream, VideoFailed, VideoFinished, VideoRestarted, video_events
+from vidvec.clips import Clip, Slot, VideoFailed, VideoFinished, VideoRestarted, video_events
 from vidvec.decode import VideoDecoder
 from vidvec.extraction import ExtractError, SamplingOverrides
 from vidvec.ledger import Ledger
@@ -68,7 +68,7 @@ def damaged(path: Path) -> Path:
 
 
 def events(path: Path, spec: SamplingSpec = SamplingSpec(), partial: bool = False) -> list:
-    return list(video_events(0, VideoSource(path, "x"), [Stream(spec, PRE)], partial=partial))
+    return list(video_events(0, VideoSource(path, "x"), [Slot(spec, PRE)], partial=partial))
 
 
 # ------------------------------------------------------------------------------------------ 1. past the data end
@@ -192,11 +192,11 @@ def test_damaged_audio_fails_or_keeps_the_sound_before_the_damage(tmp_path):
 
     path = media.make_audio_only(tmp_path / "sound.m4a", seconds=6.0)
     media.scramble(path, 0.5, 0.6)
-    stream = Stream(SamplingSpec(), AudioFrontend(), audio=True)
-    strict = list(video_events(0, VideoSource(path, "x"), [stream]))
+    slot = Slot(SamplingSpec(), AudioFrontend(), audio=True)
+    strict = list(video_events(0, VideoSource(path, "x"), [slot]))
     (failure,) = [e for e in strict if isinstance(e, VideoFailed)]
     assert failure.reason.startswith("damaged audio: a packet could not be decoded after ")
-    kept = list(video_events(0, VideoSource(path, "x"), [stream], partial=True))
+    kept = list(video_events(0, VideoSource(path, "x"), [slot], partial=True))
     clips = [e for e in kept if isinstance(e, Clip)]
     (finished,) = [e for e in kept if isinstance(e, VideoFinished)]
     at = finished.partial[0].detail["audio_damaged_at"]
@@ -326,16 +326,16 @@ def test_nan_vectors_fail_their_video_and_the_run_goes_on(tmp_path, monkeypatch)
     videos.mkdir()
     media.make_video(videos / "a.mp4", frames=6, fps=10)
     media.make_video(videos / "b.mp4", frames=6, fps=10)
-    real = pipeline._forward
+    real = ModelRunner.forward
 
-    def poisoned(model, clips, *args):
-        latent, logits, extras = real(model, clips, *args)
+    def poisoned(self, slot, clips):
+        latent, logits, extras = real(self, slot, clips)
         for i, clip in enumerate(clips):
             if clip.video == 0 and clip.clip == 3:
                 latent[i, 5] = np.nan
         return latent, logits, extras
 
-    monkeypatch.setattr(pipeline, "_forward", poisoned)
+    monkeypatch.setattr(ModelRunner, "forward", poisoned)
     outcomes = {o.source.path.name: o for o in run([videos], tmp_path / "feats", batch_size=4)}
     assert outcomes["a.mp4"].status == "failed" and "NaN or Inf" in outcomes["a.mp4"].reason
     assert "0.30 s" in outcomes["a.mp4"].reason
@@ -349,7 +349,7 @@ def test_a_model_error_fails_the_batch_and_the_run_goes_on(tmp_path, monkeypatch
     def broken(*args):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(pipeline, "_forward", broken)
+    monkeypatch.setattr(ModelRunner, "forward", broken)
     (outcome,) = run([tmp_path / "a.mp4"], None)
     assert outcome.status == "failed" and outcome.reason.startswith("model failed: RuntimeError: CUDA out of memory")
 

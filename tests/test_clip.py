@@ -17,7 +17,8 @@ import torch
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME
 from safetensors.torch import save_file
 
-import vidvec.models.clip as clip_models  # registers the CLIP cards
+import vidvec.models.clip as clip_models
+from vidvec.models.clip_net import ClipModel
 from vidvec.registry import get_card
 from vidvec.sampling import SamplingSpec
 from vidvec.weights import WeightsError, _load_checkpoint_into, load_model
@@ -38,7 +39,7 @@ def reference() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def model(reference: torch.nn.Module) -> clip_models.ClipModel:
+def model(reference: torch.nn.Module) -> ClipModel:
     """vidvec's clip_vit_b32 holding the reference's weights."""
     net = get_card("clip_vit_b32").build()
     net.clip.load_state_dict(reference.state_dict())
@@ -80,7 +81,7 @@ def test_rn50x4_sees_288_pixel_frames() -> None:
     assert get_card("clip_rn50x4").default_weights.preprocess.crop == (288, 288)
 
 
-def test_state_dict_has_published_keys_and_shapes(model: clip_models.ClipModel) -> None:
+def test_state_dict_has_published_keys_and_shapes(model: ClipModel) -> None:
     expected = json.loads((DATA / "clip_vit_b32_keys.json").read_text())["keys"]
     assert [[k, list(v.shape)] for k, v in model.clip.state_dict().items()] == expected
 
@@ -159,14 +160,14 @@ def test_frames_are_resized_like_open_clips_own_preprocessing(shared_dir: Path, 
     # side truncated: 340x256 gives 297x224) and CenterCrop (offset rounded). vidvec resizes in the decoder with
     # swscale's bicubic, which widens its filter when shrinking as PIL does: within ~1 level of open_clip's
     # pixels (swscale's bilinear was 1.4-1.7 levels off, and a rounded long side 3-4 levels).
-    from vidvec.clips import Stream, video_events
+    from vidvec.clips import Slot, video_events
     from vidvec.sources import collect_sources
 
     preprocess = get_card("clip_vit_b32").default_weights.preprocess
     transform = open_clip.image_transform(224, is_train=False, mean=preprocess.mean, std=preprocess.std)
     path = shared_dir / "assets" / "videos" / video
-    stream = Stream(SamplingSpec("frames", fps=1.0), preprocess)
-    clips = [e for e in video_events(0, collect_sources([path])[0], [stream]) if hasattr(e, "pixels")]
+    slot = Slot(SamplingSpec("frames", fps=1.0), preprocess)
+    clips = [e for e in video_events(0, collect_sources([path])[0], [slot]) if hasattr(e, "pixels")]
     ours = preprocess.normalize(torch.stack([c.pixels for c in clips]), video=False)
     with av.open(str(path)) as container:
         frames = {round(f.time, 3): f.to_image() for f in container.decode(video=0)}

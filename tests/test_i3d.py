@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torchvision.models.optical_flow import raft_small
 
 import vidvec.models.i3d as i3d
+import vidvec.models.i3d_net as i3d_net
 from vidvec.registry import get_card
 from vidvec.weights import WeightsError, load_model
 
@@ -53,13 +54,13 @@ def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 @pytest.fixture(scope="module")
-def full() -> i3d.TwoStreamI3D:
+def full() -> i3d_net.TwoStreamI3D:
     torch.manual_seed(0)
     return i3d.build_i3d().eval()
 
 
 @pytest.mark.parametrize("stream", ["rgb", "flow"])
-def test_state_dict_matches_the_port(full: i3d.TwoStreamI3D, stream: str) -> None:
+def test_state_dict_matches_the_port(full: i3d_net.TwoStreamI3D, stream: str) -> None:
     expected = json.loads((DATA / f"i3d_{stream}_keys.json").read_text())
     own = getattr(full, stream)
     assert [[k, list(v.shape)] for k, v in own.state_dict().items()] == expected["keys"]
@@ -67,12 +68,12 @@ def test_state_dict_matches_the_port(full: i3d.TwoStreamI3D, stream: str) -> Non
     assert own.conv3d_1a_7x7.conv3d.in_channels == expected["in_channels"]
 
 
-def test_whole_model_keys_and_size(full: i3d.TwoStreamI3D) -> None:
+def test_whole_model_keys_and_size(full: i3d_net.TwoStreamI3D) -> None:
     keys = list(full.state_dict())
     assert {k.split(".", 1)[0] for k in keys} == {"rgb", "flow", "raft"} == full.parts
     assert sum(p.numel() for p in full.parameters()) == i3d.KINETICS400_HASSONY2.num_params
     raft_keys = [k[len("raft."):] for k in keys if k.startswith("raft.")]
-    assert raft_keys == list(i3d.optical_flow.raft_large().state_dict())
+    assert raft_keys == list(i3d_net.optical_flow.raft_large().state_dict())
 
 
 @pytest.mark.parametrize("variant,stream", [("video_features", "rgb"), ("hassony2", "rgb"),
@@ -81,7 +82,7 @@ def test_numerics_match_the_upstream_modules(variant: str, stream: str) -> None:
     # Time 10 and width 40 give odd lengths at strided pools: the variants' padding rules differ there.
     reference = np.load(DATA / "i3d_upstream_outputs.npz")[f"{variant}_{stream}_mixed_5c"]
     channels = 3 if stream == "rgb" else 2
-    net = i3d.I3D(channels, 400, variant).eval()
+    net = i3d_net.I3D(channels, 400, variant).eval()
     net.load_state_dict(seeded_state(_shapes(net)))
     x = torch.rand((1, channels, 10, 64, 40), generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():
@@ -96,30 +97,30 @@ def test_variants_differ() -> None:
 
 def test_pooling_and_logits_equal_the_ports_head() -> None:
     torch.manual_seed(0)
-    net = i3d.I3D(3, 7)
+    net = i3d_net.I3D(3, 7)
     volume = torch.randn(2, 1024, 7, 7, 7)  # Mixed_5c at 64 x 224 x 224
     # video_features (features=True): AvgPool3d((2,7,7), stride 1), squeeze, mean over time.
     pooled = torch.nn.AvgPool3d((2, 7, 7), (1, 1, 1))(volume)
     expected_latent = pooled.squeeze(3).squeeze(3).mean(2)
     # The port's logits: the classifier conv on the pooled volume, then the mean over time.
     expected_logits = net.conv3d_0c_1x1(pooled).squeeze(3).squeeze(3).mean(2)
-    latent = i3d.pool_volume(volume)
+    latent = i3d_net.pool_volume(volume)
     torch.testing.assert_close(latent, expected_latent, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(net.logits(latent), expected_logits, rtol=1e-5, atol=1e-5)
 
 
-def _tiny(**options) -> i3d.TwoStreamI3D:
+def _tiny(**options) -> i3d_net.TwoStreamI3D:
     # RAFT small with 3 refinement steps keeps RAFT cheap on the CPU; the default (video_features') is 20.
     return i3d.build_i3d(flow="raft_small", flow_batch=3, flow_iterations=3, **options).eval()
 
 
 @pytest.fixture(scope="module")
-def tiny() -> i3d.TwoStreamI3D:
+def tiny() -> i3d_net.TwoStreamI3D:
     torch.manual_seed(0)
     return _tiny()
 
 
-def test_forward_shapes_per_stream(tiny: i3d.TwoStreamI3D) -> None:
+def test_forward_shapes_per_stream(tiny: i3d_net.TwoStreamI3D) -> None:
     x = torch.rand(1, 3, 3, 128, 128) * 2 - 1  # RAFT needs 128 x 128 at least
     with torch.no_grad():
         both = tiny(x)
@@ -179,10 +180,10 @@ def test_flow_scaling_is_video_features() -> None:
     assert stub.calls == [3, 3]
     got = torch.cat([out[0, 0, 0, 0, :8], out[0, 1, 0, 0, :1]]).double()
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(i3d.flow_to_i3d(raw).double(), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(i3d_net.flow_to_i3d(raw).double(), expected, rtol=0, atol=1e-6)
 
 
-def test_raft_inside_matches_torchvision(tiny: i3d.TwoStreamI3D) -> None:
+def test_raft_inside_matches_torchvision(tiny: i3d_net.TwoStreamI3D) -> None:
     reference = raft_small(weights=None).eval()
     reference.load_state_dict(tiny.raft.state_dict())
     g = torch.Generator().manual_seed(2)
@@ -214,7 +215,7 @@ def test_whole_frames_follow_video_features_geometry() -> None:
     model.raft = Echo()
     x = torch.rand(1, 3, 3, 40, 51) * 2 - 1
     padded = F.pad(x[0].transpose(0, 1), (2, 3, 0, 0), mode="replicate").transpose(0, 1)  # (3, T, 40, 56)
-    expected = i3d.flow_to_i3d(padded[None, :2, :-1, 4:36, 12:44] * 10)
+    expected = i3d_net.flow_to_i3d(padded[None, :2, :-1, 4:36, 12:44] * 10)
     torch.testing.assert_close(model.flow_input(x), expected, rtol=0, atol=0)
     seen = []
     model.rgb.forward = lambda frames: seen.append(frames) or torch.zeros(1, 1024)
@@ -234,7 +235,7 @@ def test_flow_region_crop_runs_raft_on_the_crop_alone() -> None:
 
     model.raft = Echo()
     x = torch.rand(1, 3, 3, 40, 51) * 2 - 1
-    expected = i3d.flow_to_i3d(x[:, :2, :-1, 4:36, 9:41] * 10)
+    expected = i3d_net.flow_to_i3d(x[:, :2, :-1, 4:36, 9:41] * 10)
     torch.testing.assert_close(model.flow_input(x), expected, rtol=0, atol=0)
     whole_frame = i3d.build_i3d(flow="raft_small", crop=32).eval()
     whole_frame.raft = Echo()
@@ -243,7 +244,8 @@ def test_flow_region_crop_runs_raft_on_the_crop_alone() -> None:
 
 def test_two_videos_of_different_sizes_run_whole_frames_in_one_run(shared_dir: Path) -> None:
     import vidvec
-    from vidvec.clips import Clip, Stream, VideoEvents
+    from vidvec.clips import Clip, Slot
+    from vidvec.local import VideoEvents
     from vidvec.extraction import ExtractError, SamplingOverrides
     from vidvec.sources import collect_sources
 
@@ -251,9 +253,9 @@ def test_two_videos_of_different_sizes_run_whole_frames_in_one_run(shared_dir: P
               for name in ("TrumanShow_wave_f_nm_np1_fr_med_26", "SchoolRulesHowTheyHelpUs_wave_f_nm_np1_ba_med_0")]
     sampling = SamplingOverrides(fps=5.0, clip_len=3, stride=4)
     card = get_card("i3d")
-    stream = Stream(sampling.apply(card), card.default_weights.preprocess)
+    slot = Slot(sampling.apply(card), card.default_weights.preprocess)
     jobs = [(i, source, [0]) for i, source in enumerate(collect_sources(videos))]
-    shapes = {(e.video, tuple(e.pixels.shape)) for e in VideoEvents(jobs, [stream]) if isinstance(e, Clip)}
+    shapes = {(e.video, tuple(e.pixels.shape)) for e in VideoEvents(jobs, [slot]) if isinstance(e, Clip)}
     # 432 x 240 and 320 x 240 at short side 256 (video_features' truncation): the whole frames, uncropped.
     assert shapes == {(0, (3, 256, 460, 3)), (1, (3, 256, 341, 3))}
 
@@ -325,7 +327,7 @@ def offline_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "checkpoints"
 
 
-def test_default_weights_fetch_their_companions_offline(offline_home: Path, tiny: i3d.TwoStreamI3D) -> None:
+def test_default_weights_fetch_their_companions_offline(offline_home: Path, tiny: i3d_net.TwoStreamI3D) -> None:
     rgb = _save_stream_file(offline_home / i3d.KINETICS400_HASSONY2.file_name, tiny.rgb)
     flow = _save_stream_file(offline_home / i3d.FLOW_WEIGHTS.file_name, tiny.flow)
     raft = {k: torch.randn(v.shape) if v.is_floating_point() else v for k, v in tiny.raft.state_dict().items()}
@@ -352,7 +354,7 @@ def test_default_weights_fetch_their_companions_offline(offline_home: Path, tiny
         load_model("i3d", build_options={"flow": "raft_small"})
 
 
-def test_merged_user_file_and_mismatches(tmp_path: Path, tiny: i3d.TwoStreamI3D) -> None:
+def test_merged_user_file_and_mismatches(tmp_path: Path, tiny: i3d_net.TwoStreamI3D) -> None:
     merged = tmp_path / "my_i3d.pth"
     torch.save(tiny.state_dict(), merged)
     loaded = load_model("i3d", weights=merged, build_options={"flow": "raft_small"})

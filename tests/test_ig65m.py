@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
 
-import vidvec.models.ig65m as ig65m  # registers the IG-65M cards
+import vidvec.models.ig65m as ig65m
+from vidvec import categories
 from vidvec.registry import get_card
 from vidvec.sampling import SamplingSpec
 from vidvec.weights import load_model
@@ -120,7 +121,7 @@ def test_card(name: str) -> None:
     (entry,) = card.weights
     assert entry.url == url
     assert entry.sha256 == url.rsplit("-", 1)[1].split(".")[0]  # the sha256 prefix in the file name
-    assert entry.categories == ig65m.kinetics400_categories() and len(entry.categories) == 400
+    assert entry.categories == categories.kinetics400() and len(entry.categories) == 400
     assert entry.preprocess == ig65m.PREPROCESS
     assert card.sampling == SamplingSpec("windows", fps=None, clip_len=clip_len, stride=clip_len)
     assert card.extra["video_features"] == SamplingSpec("windows", fps=None, clip_len=clip_len, stride=clip_len,

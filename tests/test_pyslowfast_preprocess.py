@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidvec.clips import Clip, Stream, assemble, video_events
+from vidvec.clips import Clip, Slot, assemble, video_events
 from vidvec.decode import VideoDecoder, probe
 from vidvec.models.pyslowfast import preprocessing as psf
 from vidvec.models.pyslowfast.config import load_config
@@ -227,7 +227,7 @@ def test_decoded_clips_match_pyslowfast_pixels(fixtures, shared_dir, key, video)
         digest = hashlib.sha256(np.ascontiguousarray(clip).tobytes()).hexdigest()
         assert digest == view["temporal_sampling"]["sampled_uint8_sha256"], view["view_index"]
     # 2. The pipeline's clips (torch resize after decoding, crops) match the saved tensors within 1/255.
-    events = list(video_events(0, VideoSource(path, video), [Stream(spec, pre)]))
+    events = list(video_events(0, VideoSource(path, video), [Slot(spec, pre)]))
     clips = {(e.clip, e.crop): e.pixels for e in events if isinstance(e, Clip)}
     assert len(clips) == len(record["views"])
     for view_index in record["npz_views"]:
@@ -307,7 +307,7 @@ def test_ssv2_clip_matches_the_jpg_based_tensors_up_to_jpeg_noise(fixtures, shar
     every frame must still be the right one: a frame off by one differs by 5+ levels on average here."""
     spec, pre = psf.test_time_sampling(load_config("SSv2/SLOWFAST_16x8_R50"))
     path = shared_dir / "assets" / "videos" / f"{video}.mp4"
-    (clip,) = [e for e in video_events(0, VideoSource(path, video), [Stream(spec, pre)]) if isinstance(e, Clip)]
+    (clip,) = [e for e in video_events(0, VideoSource(path, video), [Slot(spec, pre)]) if isinstance(e, Clip)]
     ours = clip.pixels.numpy().astype(np.float32) / 255
     ref = _reference_pixels(fixtures, "ssv2_slowfast_16x8_r50", video, 0, 2)  # RGB after the model's flip
     per_frame = np.abs(ours - ref).reshape(len(ours), -1).mean(1) * 255

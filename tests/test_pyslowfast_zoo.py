@@ -18,8 +18,8 @@ from vidvec.extraction import ExtractError, SamplingOverrides
 from vidvec.models.pyslowfast.checkpoint import load_checkpoint
 from vidvec.ledger import SettingsMismatch
 from vidvec.models.pyslowfast.preprocessing import test_time_sampling as time_sampling_of
-from vidvec.models.pyslowfast.zoo import (ZOO, card_from_cfg, categories_for_count, charades_categories,
-                                          config_for, kinetics400_categories, ssv2_categories)
+from vidvec import categories
+from vidvec.models.pyslowfast.zoo import ZOO, card_from_cfg, categories_for_count, config_for
 from vidvec.registry import card_from_checkpoint, get_card, list_models
 from vidvec.weights import WeightsError, _load_checkpoint_into, load_model, sha256_file
 from vidvec.writers import read_features
@@ -122,8 +122,8 @@ def test_card_sampling_preprocessing_and_dim_follow_the_config(name):
         model = card.build()
     dim = getattr(model, "embed_dim", None) or model.latent_dim
     assert dim == card.embed_dim
-    categories = card.categories_for(None)
-    assert model.num_classes == (len(categories) if categories else cfg["MODEL"]["NUM_CLASSES"])
+    classes = card.categories_for(None)
+    assert model.num_classes == (len(classes) if classes else cfg["MODEL"]["NUM_CLASSES"])
     entry = next(e for e in ZOO if e.config == name)
     assert sum(p.numel() for p in model.parameters()) == entry.num_params
 
@@ -140,7 +140,7 @@ def test_charades_cards_are_the_ssv2_net_with_charades_head_and_protocol():
 
 
 def test_category_lists():
-    k400, ssv2, charades = kinetics400_categories(), ssv2_categories(), charades_categories()
+    k400, ssv2, charades = categories.kinetics400(), categories.ssv2(), categories.charades()
     assert len(k400) == 400 and list(k400) == sorted(k400) and k400[0] == "abseiling"
     assert len(ssv2) == len(set(ssv2)) == 174 and list(ssv2) == sorted(ssv2)
     assert ssv2[0] == "Approaching something with your camera" and ssv2[-1] == "Wiping something off of something"
@@ -168,7 +168,7 @@ def test_pyth_without_model_builds_the_architecture_of_its_cfg(fixtures):
     loaded = load_model(None, weights=path)
     assert loaded.card.name == "pyslowfast:SlowFast" and loaded.weights is None
     assert loaded.weights_sha256 == sha256_file(path)
-    assert loaded.categories == kinetics400_categories()
+    assert loaded.categories == categories.kinetics400()
     assert loaded.preprocess.crop == (64, 64)  # the reduced config's TEST_CROP_SIZE
     state, _ = load_checkpoint(path)
     own = loaded.module.state_dict()
@@ -183,7 +183,7 @@ def test_pyth_of_other_families_and_sizes(fixtures):
     mvit = card_from_checkpoint(fixtures / "ckpt" / "mvitv2_s_16x4_tiny.pyth")
     assert (mvit.name, mvit.embed_dim) == ("pyslowfast:MViT", 128)
     ssv2 = card_from_checkpoint(fixtures / "ckpt" / "ssv2_slowfast_r50_16x8_w8.pyth")
-    assert ssv2.categories == ssv2_categories() and ssv2.sampling.views == 1
+    assert ssv2.categories == categories.ssv2() and ssv2.sampling.views == 1
 
 
 def test_caffe2_pkl_loads_through_the_card_hook(fixtures):

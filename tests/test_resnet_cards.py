@@ -6,8 +6,7 @@ import pytest
 import torch
 from torchvision import models as tvm
 
-import vidvec.models.torchvision_image  # noqa: F401  (registers the ResNet cards)
-from vidvec.models.base import hash_prefix
+from vidvec.checkpoints import hash_prefix
 from vidvec.registry import get_card
 from vidvec.sampling import SamplingSpec
 

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import vidvec.models.s3d as s3d
+import vidvec.models.s3d_net as s3d_net
 from vidvec import weights
 from vidvec.weights import WeightsError
 
@@ -204,7 +205,7 @@ def test_howto100m_text_tower_gives_upstream_outputs(reference_milnce):
 
 
 def test_tokenisation_rules():
-    encoder = s3d.SentenceEncoder(num_embeddings=16, vocabulary=["cut", "the", "tomato", "it's", "cut"])
+    encoder = s3d_net.SentenceEncoder(num_embeddings=16, vocabulary=["cut", "the", "tomato", "it's", "cut"])
     ids = encoder.token_ids(["Cut THE tomato!", "slice a tomato", "It's cut-cut", "", "the " * 20]).tolist()
     assert ids[0] == [5, 2, 3] + [0] * 13    # lowercased; 'cut' listed twice: its last position (5) wins
     assert ids[1] == [3] + [0] * 15          # unknown words dropped
@@ -213,7 +214,7 @@ def test_tokenisation_rules():
     assert ids[4] == [2] * 16                # at most 16 words
     with pytest.raises(TypeError):
         encoder.token_ids("one string")
-    too_small = s3d.SentenceEncoder(num_embeddings=3, vocabulary=["a", "b", "c"])
+    too_small = s3d_net.SentenceEncoder(num_embeddings=3, vocabulary=["a", "b", "c"])
     with pytest.raises(ValueError, match="does not fit"):
         too_small.token_ids(["c"])
 

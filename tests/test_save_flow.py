@@ -6,7 +6,7 @@ import torch
 
 import vidvec
 from vidvec.extraction import ExtractError, SamplingOverrides
-from vidvec.models.i3d import flow_to_i3d
+from vidvec.models.i3d_net import flow_to_i3d
 from vidvec.writers import extra_path, read_features
 
 NAME = "TrumanShow_wave_f_nm_np1_fr_med_26"

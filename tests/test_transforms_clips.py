@@ -166,22 +166,22 @@ def test_grouped_stacks_runs_of_clips_and_keeps_event_order():
     assert [len(e.clips) for e in capped if isinstance(e, ClipGroup)] == [1, 1, 1]
 
 
-def test_grouped_keeps_each_streams_run_when_streams_interleave():
+def test_grouped_keeps_each_slots_run_when_slots_interleave():
     from vidvec.clips import Clip, ClipGroup, VideoFinished, grouped
 
-    def clip(stream, i):
-        return Clip(0, i, 0, torch.full((1, 2, 2, 3), 10 * stream + i, dtype=torch.uint8), i, i + 1, False, stream)
+    def clip(slot, i):
+        return Clip(0, i, 0, torch.full((1, 2, 2, 3), 10 * slot + i, dtype=torch.uint8), i, i + 1, False, slot)
 
     events = [clip(s, i) for i in range(5) for s in (0, 1)] + [VideoFinished(0, 0.1)]
     out = list(grouped(events, size=2))
     groups = [e for e in out if isinstance(e, ClipGroup)]
-    assert isinstance(out[-1], VideoFinished) and len(out) == 7  # 3 groups per stream (2, 2, 1), then the end
-    for stream in (0, 1):
-        mine = [g for g in groups if g.clips[0].stream == stream]
+    assert isinstance(out[-1], VideoFinished) and len(out) == 7  # 3 groups per slot (2, 2, 1), then the end
+    for slot in (0, 1):
+        mine = [g for g in groups if g.clips[0].slot == slot]
         assert [len(g.clips) for g in mine] == [2, 2, 1]
         clips = [c for g in mine for c in g.unpack()]
-        assert [c.clip for c in clips] == list(range(5)) and all(c.stream == stream for c in clips)
-        assert [int(c.pixels[0, 0, 0, 0]) for c in clips] == [10 * stream + i for i in range(5)]
+        assert [c.clip for c in clips] == list(range(5)) and all(c.slot == slot for c in clips)
+        assert [int(c.pixels[0, 0, 0, 0]) for c in clips] == [10 * slot + i for i in range(5)]
 
 
 def test_grouped_starts_a_new_group_when_the_clip_shape_changes():

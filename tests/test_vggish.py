@@ -17,8 +17,8 @@ import torch
 
 import vidvec.models.vggish as vggish_module
 from vidvec.audio import AudioFrontend, audio_examples, decode_audio
-from vidvec.models.vggish import (FRONTEND, PCA_PARAMS, LogMelFrontend, VGGish, build_vggish, load_vggish_state,
-                                  mel_matrix, periodic_hann, read_pca_params)
+from vidvec.models.vggish import FRONTEND, PCA_PARAMS, build_vggish, load_vggish_state, read_pca_params
+from vidvec.models.vggish_net import LogMelFrontend, VGGish, mel_matrix, periodic_hann
 from vidvec.registry import get_card
 from vidvec.weights import WeightsError, sha256_file
 from video_features_fixtures import load_reference

@@ -109,12 +109,12 @@ def extract(
     several = len(run.targets) > 1
     total = len(run.sources) * len(run.targets)
     if not quiet:
-        err.print(f"vidvec: {len(run.sources)} video(s), device {run.options.device} -> {out}", highlight=False,
+        err.print(f"vidvec: {len(run.sources)} video(s), device {run.model_options.device} -> {out}", highlight=False,
                   soft_wrap=True)
         for target in run.targets:
             err.print(f"  model {target.name} ({target.settings['weights']['name']}), "
-                      f"{describe_sampling(target.model.card, target.spec)}"
-                      + (f" -> {target.out}" if several else ""), highlight=False, soft_wrap=True)
+                      f"{describe_sampling(target.model.card, target.sampling)}"
+                      + (f" -> {target.sink.out}" if several else ""), highlight=False, soft_wrap=True)
     counts = {"done": 0, "failed": 0, "skipped": 0, "partial": 0}
     began = time.perf_counter()
     interactive = err.is_terminal and not quiet

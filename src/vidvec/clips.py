@@ -2,8 +2,9 @@
 
 This is the stateless CPU map of the pipeline: it runs in the decode worker processes and ships each clip
 (uint8 pixels, cropped, or an audio example's waveform) to the model process as it completes, so a video's
-frames never pile up. Each model is a *stream*: its sampling and its preprocessing. The video frames all
-visual streams need are decoded once (at each stream's size); audio streams read the audio track.
+frames never pile up. Each model of the run is a *slot*: its sampling and its preprocessing. The video frames
+all visual slots need are decoded once (at each slot's size); audio slots read the audio track. Nothing here
+knows which executor runs it: :func:`video_events` is one video's work, whoever asks for it.
 """
 
 from __future__ import annotations
@@ -24,18 +25,22 @@ _TIME_DECIMALS = 6  # clips that overlap ask for the same instants computed two 
 
 
 @dataclass(frozen=True)
-class Stream:
-    """What one model takes from every video: its sampling and preprocessing. ``audio`` streams carry an
-    audio frontend (:class:`vidvec.audio.AudioFrontend`) as ``preprocess`` and ignore ``spec``."""
+class Slot:
+    """What one model of the run takes from every video: its sampling and preprocessing. ``audio`` slots carry
+    an audio frontend (:class:`vidvec.audio.AudioFrontend`) as ``preprocess`` and ignore ``sampling``."""
 
-    spec: SamplingSpec
-    preprocess: Any  # Preprocess, or AudioFrontend for audio streams
+    sampling: SamplingSpec
+    preprocess: Any  # Preprocess, or AudioFrontend for audio slots
     audio: bool = False
 
 
 @dataclass
 class VideoStarted:
+    """A video's work begins: its source, the slots it is done for, and its metadata."""
+
     video: int
+    source: VideoSource
+    slots: tuple[int, ...]
     info: VideoInfo | None  # None for an audio-only pass over a file without a readable video stream
 
 
@@ -44,17 +49,17 @@ class Clip:
     video: int
     clip: int
     crop: int
-    pixels: torch.Tensor  # uint8 (T, H, W, 3); float32 (samples,) for audio streams
+    pixels: torch.Tensor  # uint8 (T, H, W, 3); float32 (samples,) for audio slots
     start: float
     end: float
     padded: bool
-    stream: int = 0
+    slot: int = 0
     stamp: float | None = None  # the clip's timestamp under rules that define one (video_features)
 
 
 @dataclass
 class ClipGroup:
-    """Consecutive clips of one video and stream stacked into one tensor: one message between processes
+    """Consecutive clips of one video and slot stacked into one tensor: one message between processes
     instead of many (per-message costs dominate for small clips such as single frames)."""
 
     video: int
@@ -69,7 +74,7 @@ class ClipGroup:
 
 @dataclass
 class Partial:
-    """Why a stream's result covers only part of its video (runs with ``partial``): a one-line ``note`` for
+    """Why a slot's result covers only part of its video (runs with ``partial``): a one-line ``note`` for
     the ledger and the console, and the ``detail`` provenance records (truncation, gaps, clips left out)."""
 
     note: str
@@ -80,32 +85,42 @@ class Partial:
 class VideoFinished:
     video: int
     decode_s: float
-    counts: dict[int, int] = field(default_factory=dict)  # clips sent per stream that did not fail
-    partial: dict[int, Partial] = field(default_factory=dict)  # streams whose clips cover part of the video
+    counts: dict[int, int] = field(default_factory=dict)  # clips sent per slot that did not fail
+    partial: dict[int, Partial] = field(default_factory=dict)  # slots whose clips cover part of the video
 
 
 @dataclass
 class VideoFailed:
     video: int
     reason: str
-    stream: int  # the stream (model) that cannot have this video
+    slot: int  # the model that cannot have this video
 
 
 @dataclass
 class VideoRestarted:
     """The video is shorter than its header said, and ``partial`` keeps what was decoded: its clips for these
-    streams are planned again on the decoded length, and the ones sent before are void."""
+    slots are planned again on the decoded length, and the ones sent before are void."""
 
     video: int
-    streams: list[int]
+    slots: list[int]
 
 
-Event = VideoStarted | Clip | ClipGroup | VideoFinished | VideoFailed | VideoRestarted
+@dataclass
+class VideoTaken:
+    """An executor did not work on this video for this slot: another run has it (done, or working on it)."""
+
+    video: int
+    source: VideoSource
+    slot: int
+    reason: str
+
+
+Event = VideoStarted | Clip | ClipGroup | VideoFinished | VideoFailed | VideoRestarted | VideoTaken
 
 
 @dataclass
 class FrameView:
-    """How one stream sees the decoder's frames: which of its output sizes (None when it has one), then an
+    """How one slot sees the decoder's frames: which of its output sizes (None when it has one), then an
     optional transform, run once per distinct frame (the decoder repeats the same array for a repeated frame)."""
 
     output: int | None = None
@@ -127,7 +142,7 @@ def assemble(plans: list[ClipPlan], decoder: VideoDecoder,
              transform: Callable[[np.ndarray], np.ndarray] | None = None
              ) -> Iterator[tuple[ClipPlan, np.ndarray | None]]:
     """Yield each planned clip as (plan, uint8 (T, H, W, 3)) as soon as its last frame is decoded (one
-    stream; see :func:`assemble_views`). ``transform`` (e.g. a torch resize) runs once per decoded frame."""
+    slot; see :func:`assemble_views`). ``transform`` (e.g. a torch resize) runs once per decoded frame."""
     for _, clip_plan, frames in assemble_views([(0, p) for p in plans], decoder, [FrameView(None, transform)]):
         yield clip_plan, frames
 
@@ -171,37 +186,37 @@ def assemble_views(clips: Sequence[tuple[int, ClipPlan]], decoder: VideoDecoder,
                 del held[old]
 
 
-def video_events(index: int, source: VideoSource, streams: Sequence[Stream], threads: int = 0,
+def video_events(index: int, source: VideoSource, slots: Sequence[Slot], threads: int = 0,
                  wanted: Sequence[int] | None = None, partial: bool = False) -> Iterator[Event]:
-    """All events of one video for the streams ``wanted`` (default: all). A failure of one stream (e.g. no
-    audio track) ends that stream with a VideoFailed naming it; the others go on.
+    """All events of one video for the slots ``wanted`` (default: all): VideoStarted, the clips, VideoFinished.
+    A failure of one slot (e.g. no audio track) ends that slot with a VideoFailed naming it; the others go on.
 
     No clip is ever sent with a frame that was not decoded. A video whose data ends before its header says
     (truncated, or still being written) or whose frames could not all be decoded (damaged) fails by default;
     with ``partial`` it keeps what was decoded: a truncated video is planned again on its decoded length, a
-    clip that needs a lost frame is left out, and VideoFinished.partial says so per stream.
+    clip that needs a lost frame is left out, and VideoFinished.partial says so per slot.
     """
     began = time.perf_counter()
-    wanted = list(range(len(streams))) if wanted is None else list(wanted)
-    visual = [s for s in wanted if not streams[s].audio]
-    audio = [s for s in wanted if streams[s].audio]
+    wanted = tuple(range(len(slots))) if wanted is None else tuple(wanted)
+    visual = [s for s in wanted if not slots[s].audio]
+    audio = [s for s in wanted if slots[s].audio]
     counts: dict[int, int] = {}
     notes: dict[int, Partial] = {}
     started = not visual
     if started:  # audio only: the video's metadata for the record, if it has a readable video stream
-        yield VideoStarted(index, _probe_or_none(source))
+        yield VideoStarted(index, source, wanted, _probe_or_none(source))
     else:
         try:
-            for event in _visual_events(index, source, streams, visual, threads, counts, partial, notes):
+            for event in _visual_events(index, source, slots, wanted, visual, threads, counts, partial, notes):
                 started = started or isinstance(event, VideoStarted)
                 yield event
         except Exception as error:  # a decoder crash on one file must not end the run
+            if not started:  # it did not even open (e.g. an audio-only file): the audio slots still go on
+                yield VideoStarted(index, source, wanted, None)
             yield from _fail(index, visual, describe_error(error), counts)
-    if audio and not started:  # the video stream failed to open (e.g. an audio-only file): the audio goes on
-        yield VideoStarted(index, None)
     for s in audio:
         try:
-            yield from _audio_events(index, source, s, streams[s], counts, partial, notes)
+            yield from _audio_events(index, source, s, slots[s], counts, partial, notes)
         except Exception as error:
             yield from _fail(index, [s], describe_error(error), counts)
     yield VideoFinished(index, time.perf_counter() - began, counts, {s: n for s, n in notes.items() if s in counts})
@@ -243,14 +258,15 @@ def _decoder(source: VideoSource, pres: Sequence[Preprocess], threads: int) -> V
                         interpolation=filters if several else filters[0])
 
 
-def _visual_events(index: int, source: VideoSource, streams: Sequence[Stream], visual: list[int], threads: int,
-                   counts: dict[int, int], partial: bool, notes: dict[int, Partial]) -> Iterator[Event]:
-    pres: list[Preprocess] = [streams[s].preprocess for s in visual]
+def _visual_events(index: int, source: VideoSource, slots: Sequence[Slot], wanted: tuple[int, ...],
+                   visual: list[int], threads: int, counts: dict[int, int], partial: bool,
+                   notes: dict[int, Partial]) -> Iterator[Event]:
+    pres: list[Preprocess] = [slots[s].preprocess for s in visual]
     with _decoder(source, pres, threads) as decoder:
         info = decoder.info
-        yield VideoStarted(index, info)
+        yield VideoStarted(index, source, wanted, info)
         try:
-            yield from _visual_clips(index, source, decoder, info, streams, visual, counts, partial, notes)
+            yield from _visual_clips(index, source, decoder, info, slots, visual, counts, partial, notes)
             return
         except _Truncated:
             data_end = decoder.data_end
@@ -260,22 +276,22 @@ def _visual_events(index: int, source: VideoSource, streams: Sequence[Stream], v
     header = _header(info)
     decoded = replace(info, duration=data_end, num_frames=max(1, round(data_end * info.fps)), stream_duration=None)
     with _decoder(source, pres, threads) as decoder:
-        yield from _visual_clips(index, source, decoder, decoded, streams, visual, counts, partial, notes, header)
+        yield from _visual_clips(index, source, decoder, decoded, slots, visual, counts, partial, notes, header)
 
 
 def _visual_clips(index: int, source: VideoSource, decoder: VideoDecoder, info: VideoInfo,
-                  streams: Sequence[Stream], visual: list[int], counts: dict[int, int], partial: bool,
+                  slots: Sequence[Slot], visual: list[int], counts: dict[int, int], partial: bool,
                   notes: dict[int, Partial], truncated: dict | None = None) -> Iterator[Event]:
-    """Plan every visual stream on ``info`` and send its clips; ``truncated`` (the header's claims) when this
+    """Plan every visual slot on ``info`` and send its clips; ``truncated`` (the header's claims) when this
     is the second pass over a truncated video."""
     timing = StreamTiming.from_info(info)
-    needs_times = info.variable_rate and any(every_frame(streams[s].spec, info.fps) for s in visual)
+    needs_times = info.variable_rate and any(every_frame(slots[s].sampling, info.fps) for s in visual)
     frame_times = decoder.frame_times() if needs_times else None
     clips: list[tuple[int, ClipPlan]] = []
     planned: dict[int, int] = {}
     for k, s in enumerate(visual):
         try:
-            plans = plan(streams[s].spec, info.duration, info.fps, source.start or 0.0, source.end, timing=timing,
+            plans = plan(slots[s].sampling, info.duration, info.fps, source.start or 0.0, source.end, timing=timing,
                          frame_times=frame_times)
         except ValueError as error:
             counts.pop(s, None)
@@ -285,7 +301,7 @@ def _visual_clips(index: int, source: VideoSource, decoder: VideoDecoder, info: 
         counts[s], planned[s] = 0, len(plans)
     if not clips:
         return
-    pres = [streams[s].preprocess for s in visual]
+    pres = [slots[s].preprocess for s in visual]
     several = len(visual) > 1
     views = [FrameView(k if several else None, p.resize_frames if p.decoder_size is None else None)
              for k, p in enumerate(pres)]
@@ -299,7 +315,7 @@ def _visual_clips(index: int, source: VideoSource, decoder: VideoDecoder, info: 
                 raise _Truncated  # the data ends early: plan again on what it holds
             left_out[s] += 1
             continue
-        for crop, pixels in enumerate(pres[k].crop_frames(frames, streams[s].spec.crops)):
+        for crop, pixels in enumerate(pres[k].crop_frames(frames, slots[s].sampling.crops)):
             counts[s] += 1
             yield Clip(index, clip_plan.index, crop, torch.from_numpy(pixels), clip_plan.start, clip_plan.end,
                        clip_plan.padded, s, clip_plan.stamp)
@@ -312,14 +328,14 @@ def _visual_clips(index: int, source: VideoSource, decoder: VideoDecoder, info: 
             notes[s] = _partial_note(decoder, info, truncated, left_out[s], planned[s])
 
 
-def _audio_events(index: int, source: VideoSource, s: int, stream: Stream, counts: dict[int, int], partial: bool,
+def _audio_events(index: int, source: VideoSource, s: int, slot: Slot, counts: dict[int, int], partial: bool,
                   notes: dict[int, Partial]) -> Iterator[Clip]:
     """The audio examples of one file. Decoding stops at the first damaged packet (the samples after a lost
-    packet would sit at the wrong times): the stream then fails, or with ``partial`` keeps the examples
+    packet would sit at the wrong times): the slot then fails, or with ``partial`` keeps the examples
     before it."""
     from .audio import audio_examples, decode_audio  # audio models only
 
-    frontend = stream.preprocess
+    frontend = slot.preprocess
     counts[s] = 0
     track = PacketTrack(timestamps=False)
     decoded = [0]  # samples
@@ -394,47 +410,30 @@ GROUP_BYTES = 32 * 2**20  # a group never holds more than this (bounded memory w
 
 
 def grouped(events: Iterable[Event], size: int, max_bytes: int = GROUP_BYTES) -> Iterator[Event]:
-    """Stack each stream's consecutive clips, up to ``size`` (and ``max_bytes``), into ClipGroups; other events
-    pass through in order, after every clip that came before them. Streams are grouped apart because several
-    models' clips arrive interleaved (one per model at each sampled instant): grouping only runs of one stream
+    """Stack each slot's consecutive clips, up to ``size`` (and ``max_bytes``), into ClipGroups; other events
+    pass through in order, after every clip that came before them. Slots are grouped apart because several
+    models' clips arrive interleaved (one per model at each sampled instant): grouping only runs of one slot
     would send them one by one. A group stacks clips of one shape (models given whole frames see videos of
     different sizes)."""
     runs: dict[int, list[Clip]] = {}
 
-    def flush(stream: int) -> Iterator[ClipGroup]:
-        run = runs.pop(stream, [])
+    def flush(slot: int) -> Iterator[ClipGroup]:
+        run = runs.pop(slot, [])
         if run:
             yield ClipGroup(run[0].video, run, torch.stack([c.pixels for c in run]))
 
     for event in events:
         if isinstance(event, Clip):
-            run = runs.get(event.stream)
+            run = runs.get(event.slot)
             if run and run[0].pixels.shape != event.pixels.shape:  # whole frames: videos differ in size
-                yield from flush(event.stream)
-            run = runs.setdefault(event.stream, [])
+                yield from flush(event.slot)
+            run = runs.setdefault(event.slot, [])
             run.append(event)
             if len(run) >= size or len(run) * event.pixels.numel() >= max_bytes:  # one shape per run
-                yield from flush(event.stream)
+                yield from flush(event.slot)
         else:
-            for stream in list(runs):
-                yield from flush(stream)
+            for slot in list(runs):
+                yield from flush(slot)
             yield event
-    for stream in list(runs):
-        yield from flush(stream)
-
-
-class VideoEvents(torch.utils.data.IterableDataset):
-    """The videos of a run as a stream of events; each DataLoader worker takes every n-th video and
-    sends its clips in groups of up to ``group`` clips. A job is (index, source, the streams it needs)."""
-
-    def __init__(self, jobs: Iterable[tuple[int, VideoSource, Sequence[int]]], streams: Sequence[Stream],
-                 threads: int = 0, group: int = 1, partial: bool = False):
-        self.jobs = list(jobs)
-        self.streams, self.threads, self.group, self.partial = list(streams), threads, group, partial
-
-    def __iter__(self) -> Iterator[Event]:
-        worker = torch.utils.data.get_worker_info()
-        mine = self.jobs if worker is None else self.jobs[worker.id::worker.num_workers]
-        for index, source, wanted in mine:
-            events = video_events(index, source, self.streams, self.threads, wanted, self.partial)
-            yield from grouped(events, self.group) if self.group > 1 else events
+    for slot in list(runs):
+        yield from flush(slot)

@@ -1,32 +1,33 @@
 """The public entry point: sources in, one result per video out, written and recorded.
 
-``extract`` is what the CLI and the Python API both call. It resolves the model and the
-sampling, asks the ledger which videos still need work, runs the pipeline, writes each
-video's features atomically with their provenance, and records the outcome in the ledger.
+``extract`` is what the CLI and the Python API both call. It resolves the models and the sampling, asks each
+model's ledger which videos still need work, runs them on this machine (decode workers of :mod:`vidvec.local`
+feeding :class:`vidvec.runner.ModelRunner`), hands each result to the model's sink (:mod:`vidvec.sinks`) and
+records the outcome in the ledger.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import platform
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
-import av
 import numpy as np
 import torch
 
-from . import __version__
-from .ledger import Fingerprint, Ledger, LedgerError, VideoRecord, file_fingerprint, settings_hash
-from .pipeline import DTYPES, RunOptions, VideoResult, run
+from .clips import Slot
+from .ledger import (CLAIM_LEASE_S, Claimer, Fingerprint, Ledger, LedgerError, file_fingerprint, run_owner,
+                     settings_hash)
+from .local import DecodeOptions, local_events
 from .registry import ModelCard, get_card
+from .runner import DTYPES, ModelOptions, ModelRunner, VideoResult
 from .sampling import SamplingSpec
+from .sinks import LAYOUTS, FileSink, HeroSink, OutputError, PySlowFastSink, Sink, span_seconds
 from .sources import VideoSource, collect_sources
 from .weights import LoadedModel, load_model
-from .writers import (FORMATS, LAYOUTS, PYSLOWFAST_DIR, extra_path, output_path, pyslowfast_paths, read_features,
-                      remove_stale_temps, write_array, write_features, write_hero_features, write_latent_vector)
+from .writers import FORMATS
 
 
 class ExtractError(Exception):
@@ -117,22 +118,25 @@ class Outcome:
 
 @dataclass
 class Target:
-    """One model of a run: what it computes (model, sampling, settings) and where its outputs and its ledger
-    go. A run with one model writes to OUT; a run with several gives each its own OUT/<model> folder, each a
-    complete output folder of its own (``vidvec status OUT/<model>`` works)."""
+    """One model of a run: what it computes (model, sampling, settings), where its results go (its sink) and
+    where they are recorded (its ledger). A run with one model writes to OUT; a run with several gives each
+    its own OUT/<model> folder, each a complete output folder of its own (``vidvec status OUT/<model>`` works)."""
 
     model: LoadedModel
-    spec: SamplingSpec
+    sampling: SamplingSpec
     settings: dict
     settings_hash: str
-    out: Path | None
+    sink: Sink | None = None  # None: results stay in memory
     ledger: Ledger | None = field(default=None, repr=False)
-    # --layout pyslowfast: each source's vector file, next to the video (by source key).
-    layout_paths: dict[str, Path] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
         return self.model.card.name
+
+    @property
+    def slot(self) -> Slot:
+        """What this model takes from every video (the decode side's view of it)."""
+        return Slot(self.sampling, self.model.preprocess, self.model.card.input == "audio")
 
 
 @dataclass
@@ -141,26 +145,20 @@ class Extraction:
 
     sources: list[VideoSource]
     targets: list[Target]
-    options: RunOptions
-    fmt: str
-    out_dtype: str
+    model_options: ModelOptions
+    decode_options: DecodeOptions
     retry_failed: bool = False
     on_clips: Callable[[int], None] | None = None
-    layout: str = "vidvec"
     # By-products that could not be written, by (video index, model index): those videos are recorded failed.
     _extra_errors: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
     # Each source file's size and mtime when the run looked at it (by video index): a changed file is redone.
     _fingerprints: dict[int, Fingerprint | None] = field(default_factory=dict, repr=False)
 
     def output_path(self, source: VideoSource, target: Target | None = None) -> Path:
-        """Where ``source``'s output goes for ``target`` (default: the first model; its ``out`` must be set):
-        ``OUT/<key>.<format>`` (layouts vidvec and hero), or ``<video folder>/output_vecs/
-        output_latent_vec_<stem>.npy`` (layout pyslowfast). A manifest's ``output_path`` wins in all layouts."""
+        """Where ``source``'s output goes for ``target`` (default: the first model, which must write files)."""
         target = target or self.targets[0]
-        assert target.out is not None
-        if self.layout == "pyslowfast" and source.output is None:
-            return target.layout_paths[source.key]
-        return output_path(target.out, source.key, self.fmt, source.output)
+        assert target.sink is not None
+        return target.sink.path(source)
 
     def __iter__(self) -> Iterator[Outcome]:
         """Run: one Outcome per video and model. A ledger that cannot be written (e.g. a full disk) stops the
@@ -173,96 +171,95 @@ class Extraction:
             for target in self.targets:
                 if target.ledger is not None:
                     target.ledger.close()
+                if target.sink is not None:
+                    target.sink.close()
 
     def _outcomes(self) -> Iterator[Outcome]:
-        jobs: list[tuple[int, VideoSource, tuple[int, ...]]] = []
-        records = [t.ledger.records_by_key() if t.ledger is not None else {} for t in self.targets]
         for index, source in enumerate(self.sources):
             self._fingerprints[index] = file_fingerprint(source.path)
-            wanted = []
-            for t, target in enumerate(self.targets):
-                earlier = self._earlier(index, source, target, records[t])
-                if earlier is not None:
-                    yield earlier
+        settled = [self._settled(target) for target in self.targets]
+        jobs = []
+        for index, source in enumerate(self.sources):
+            slots = []
+            for slot, earlier in enumerate(s[index] for s in settled):
+                if earlier is None:
+                    slots.append(slot)
                 else:
-                    wanted.append(t)
-            if wanted:
-                jobs.append((index, source, tuple(wanted)))
-        results = run(jobs, [t.model for t in self.targets], [t.spec for t in self.targets], self.options,
-                      self.on_clips, self._save_extra if self.options.extras else None)
-        for result in results:
-            yield self._record(result, self.targets[result.stream])
+                    yield earlier
+            if slots:
+                jobs.append((index, source, tuple(slots)))
+        runner = ModelRunner([t.model for t in self.targets], self.model_options, self.on_clips,
+                             self._save_extra if self.model_options.extras else None)
+        owner = run_owner()
+        claimer = Claimer([t.sink.out if t.ledger else None for t in self.targets],
+                          [t.settings_hash for t in self.targets], owner, self.retry_failed)
+        with _ClaimsKept([t.ledger for t in self.targets if t.ledger is not None], owner):
+            events = local_events(jobs, [t.slot for t in self.targets], self.decode_options, claimer)
+            for result in runner.run(events):
+                yield self._record(result, self.targets[result.slot])
 
-    def _earlier(self, index: int, source: VideoSource, target: Target, records: Mapping[str, VideoRecord]
-                 ) -> Outcome | None:
-        """The outcome an earlier run already settled for this video and model, or None if it needs work: done
-        (and unchanged since) is skipped; failed stays failed until ``retry_failed``."""
-        if target.ledger is None:
-            return None
-        path = self.output_path(source, target)
-        fingerprint = self._fingerprints[index]
-        if not target.ledger.should_process(source.key, self.retry_failed, fingerprint, records):
+    def _settled(self, target: Target) -> dict[int, Outcome | None]:
+        """Per video index, the outcome an earlier run already settled for ``target``, or None if it needs work:
+        done (and unchanged since) is skipped; failed stays failed until ``retry_failed``; a result a killed run
+        wrote but did not record is adopted. One ledger query and one sink query for the whole run."""
+        if target.ledger is None or target.sink is None:
+            return dict.fromkeys(range(len(self.sources)))
+        records = target.ledger.records_by_key()
+        settled: dict[int, Outcome | None] = {}
+        for index, source in enumerate(self.sources):
+            settled[index] = None
+            if target.ledger.should_process(source.key, self.retry_failed, self._fingerprints[index], records):
+                continue
             record = records[source.key]
             if record.status == "failed":
-                return Outcome(source, "failed", f"failed in an earlier run: {record.reason} (--retry-failed runs "
-                               "it again)", model=target.name)
-            return Outcome(source, "skipped", f"already {record.status}", path, model=target.name,
-                           partial=record.partial)
-        # pyslowfast and hero files have no provenance to prove their settings: such a file is simply redone.
-        provenance = self._provenance_of(path) if self.layout == "vidvec" and path.exists() else None
-        if (provenance is not None and provenance.get("settings_hash") == target.settings_hash
-                and _fingerprint_of(provenance) in (None, fingerprint)):
-            # Killed between the write and the ledger commit: the file is complete, adopt it.
-            note = (provenance.get("partial") or {}).get("note")
-            target.ledger.mark_done(source.key, source.path, path, int(provenance.get("clips", 0)),
-                                    float(provenance.get("span_seconds", 0.0)), {}, fingerprint, note)
-            return Outcome(source, "skipped", "already written", path, model=target.name, partial=note)
-        return None
+                settled[index] = Outcome(source, "failed", f"failed in an earlier run: {record.reason} "
+                                         "(--retry-failed runs it again)", model=target.name)
+            else:
+                settled[index] = Outcome(source, "skipped", f"already {record.status}", target.sink.path(source),
+                                         model=target.name, partial=record.partial)
+        open_ = [i for i, outcome in settled.items() if outcome is None]
+        written = target.sink.done([self.sources[i] for i in open_],
+                                   {self.sources[i].key: self._fingerprints[i] for i in open_})
+        for index in open_:
+            source = self.sources[index]
+            if source.key in written:  # killed between the write and the ledger commit: adopt the file
+                found = written[source.key]
+                target.ledger.mark_done(source.key, source.path, found.path, found.clips, found.span_seconds, {},
+                                        self._fingerprints[index], found.partial)
+                settled[index] = Outcome(source, "skipped", "already written", found.path, model=target.name,
+                                         partial=found.partial)
+        return settled
 
-    @staticmethod
-    def _provenance_of(path: Path) -> dict | None:
-        try:
-            return read_features(path)[1]
-        except Exception:  # unreadable leftovers are simply redone
-            return None
-
-    def _save_extra(self, video: int, stream: int, clip: int, crop: int, name: str, values: np.ndarray) -> None:
-        """Write one clip's by-product (``--save-flow``) beside the video's output, as it is computed."""
-        if (video, stream) in self._extra_errors:
+    def _save_extra(self, video: int, slot: int, clip: int, crop: int, name: str, values: np.ndarray) -> None:
+        """A clip's by-product (``--save-flow``) goes to its model's sink as it is computed; a video whose
+        by-product cannot be written is recorded failed."""
+        target = self.targets[slot]
+        if (video, slot) in self._extra_errors or target.sink is None:
             return
-        path = extra_path(self.output_path(self.sources[video], self.targets[stream]), name, clip, crop)
         try:
-            write_array(path, values)
-        except OSError as error:
-            self._extra_errors[(video, stream)] = f"cannot write {path}: {error.strerror or error}"
+            target.sink.write_extra(self.sources[video], clip, crop, name, values)
+        except OutputError as error:
+            self._extra_errors[(video, slot)] = str(error)
 
     def _record(self, result: VideoResult, target: Target) -> Outcome:
         source = result.source
-        ledger = target.ledger
-        fingerprint = self._fingerprints.get(result.index)
-        if result.ok and (result.index, result.stream) in self._extra_errors:
-            result.ok, result.reason = False, self._extra_errors.pop((result.index, result.stream))
-        note = result.partial.note if result.partial else None
-        if result.ok and self.layout == "hero" and result.partial and "clips_left_out" in result.partial.detail:
-            result.ok, result.reason = False, f"{note} (--layout hero keeps one row per chunk: none may be missing)"
+        if result.taken:  # another run has it: its result stands
+            return Outcome(source, "skipped", result.reason, target.sink.path(source), model=target.name)
+        if result.ok and (result.index, result.slot) in self._extra_errors:
+            result.ok, result.reason = False, self._extra_errors.pop((result.index, result.slot))
         if not result.ok:
             return self._failed(result, target, result.reason or "unknown error")
+        note = result.partial.note if result.partial else None
         path = None
-        if target.out is not None:
-            path = self.output_path(source, target)
+        if target.sink is not None:
+            fingerprint = self._fingerprints.get(result.index)
             try:
-                if self.layout == "pyslowfast":
-                    write_latent_vector(path, result.arrays["video_vector"], self.out_dtype,
-                                        _video_predictions(result.arrays))
-                elif self.layout == "hero":
-                    write_hero_features(path, result.arrays["features"])
-                else:
-                    write_features(path, self.fmt, result.arrays, self._provenance(result, target), self.out_dtype)
-            except OSError as error:
-                return self._failed(result, target, f"cannot write {path}: {error.strerror or error}")
-            ledger.mark_done(source.key, source.path, path, result.clips, _span_seconds(result),
-                             {"decode_s": result.decode_s, "model_s": result.model_s, "wall_s": result.wall_s},
-                             fingerprint, note)
+                path = target.sink.write(result, fingerprint)
+            except OutputError as error:
+                return self._failed(result, target, str(error))
+            target.ledger.mark_done(source.key, source.path, path, result.clips, span_seconds(result),
+                                    {"decode_s": result.decode_s, "model_s": result.model_s,
+                                     "wall_s": result.wall_s}, fingerprint, note)
         return Outcome(source, "done", output=path, result=result, model=target.name, partial=note)
 
     def _failed(self, result: VideoResult, target: Target, reason: str) -> Outcome:
@@ -272,52 +269,41 @@ class Extraction:
         if target.ledger is not None and not target.ledger.mark_failed(source.key, source.path, reason,
                                                                        self._fingerprints.get(result.index)):
             return Outcome(source, "skipped", f"done by another run meanwhile (this one: {reason})",
-                           self.output_path(source, target), model=target.name)
+                           target.sink.path(source), model=target.name)
         return Outcome(source, "failed", reason, result=result, model=target.name)
 
-    def _provenance(self, result: VideoResult, target: Target) -> dict:
-        return {
-            "vidvec_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "source": str(result.source.path),
-            "span": [result.source.start, result.source.end],
-            "span_seconds": _span_seconds(result),
-            "clips": result.clips,
-            "video": result.info.to_dict() if result.info else None,
-            "source_file": _fingerprint_dict(self._fingerprints.get(result.index)),
-            **({"partial": {"note": result.partial.note, **result.partial.detail}} if result.partial else {}),
-            "weights_trust": target.model.weights_trust,
-            "settings_hash": target.settings_hash,
-            **target.settings,
-            "device": self.options.device,
-            "batch_size": self.options.batch_size,
-            "software": {"torch": torch.__version__, "av": av.__version__, "python": platform.python_version()},
-        }
 
+class _ClaimsKept:
+    """While a run goes on, renew the claims it holds in its ledgers (a thread, every tenth of the lease); at
+    the end, release those it still holds (videos it did not finish are free for the next run)."""
 
-def _fingerprint_dict(fingerprint: Fingerprint | None) -> dict | None:
-    return None if fingerprint is None else {"size": fingerprint.size, "mtime_ns": fingerprint.mtime_ns}
+    def __init__(self, ledgers: Sequence[Ledger], owner: str, lease_s: float = CLAIM_LEASE_S) -> None:
+        self.ledgers, self.owner, self.lease_s = list(ledgers), owner, lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="vidvec-claims", daemon=True)
 
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease_s / 10):
+            for ledger in self.ledgers:
+                try:
+                    ledger.renew_claims(self.owner, self.lease_s)
+                except LedgerError:  # the run itself will meet it and stop
+                    pass
 
-def _fingerprint_of(provenance: dict) -> Fingerprint | None:
-    """The source file's fingerprint a feature file records (None for files made before it was recorded)."""
-    known = provenance.get("source_file")
-    return Fingerprint(int(known["size"]), int(known["mtime_ns"])) if isinstance(known, dict) else None
+    def __enter__(self) -> _ClaimsKept:
+        if self.ledgers:
+            self._thread.start()
+        return self
 
-
-def _video_predictions(arrays: dict) -> dict | None:
-    """The video-level top-k (mean of the clips' probabilities), or None when top-k was not asked for."""
-    if "video_topk_indices" not in arrays:
-        return None
-    return {"indices": arrays["video_topk_indices"].tolist(), "scores": arrays["video_topk_scores"].tolist(),
-            "labels": arrays["video_topk_labels"].tolist() if "video_topk_labels" in arrays else None}
-
-
-def _span_seconds(result: VideoResult) -> float:
-    stamps = result.arrays.get("timestamps")
-    if stamps is None or not len(stamps):
-        return 0.0
-    return float(stamps[:, 1].max() - stamps[:, 0].min())
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        for ledger in self.ledgers:
+            try:
+                ledger.release_claims(self.owner)
+            except LedgerError:  # a full disk: the claims expire with their lease
+                pass
 
 
 def default_workers() -> int:
@@ -432,47 +418,37 @@ def prepare(
         spec = m.card.sampling if m.card.input == "audio" else overrides.apply(m.card)
         if spec.crops > 1 and m.card.input != "audio" and m.preprocess.crop is None:
             raise ExtractError(f"{m.card.name} takes whole frames and crops them itself; it has no --crops 3")
-        target_out = root / m.card.name if root is not None and several else root
-        targets.append(_target(m, spec, sources, target_out, layout, fmt, dtype, out_dtype, top_k, logits,
-                               _options_for(m.card, options), save_flow and "flow" in m.module.extras))
-    run_options = RunOptions(batch_size=batch_size,
-                             num_workers=default_workers() if num_workers is None else num_workers,
-                             device=device, dtype=dtype, top_k=top_k, logits=logits,
-                             extras=("flow",) if save_flow else (), partial=partial)
-    extraction = Extraction(sources, targets, run_options, fmt, out_dtype, retry_failed=retry_failed,
-                            on_clips=on_clips, layout=layout)
-    outputs = [t for t in targets if t.out is not None]
-    for target in outputs:
-        _check_outputs(extraction, target, absolute_outputs)
-    for target in outputs:
-        _open_ledger(target, overwrite)
-    return extraction
+        settings = _settings(m, spec, layout, fmt, dtype, out_dtype, top_k, logits, _options_for(m.card, options),
+                             save_flow and "flow" in m.module.extras)
+        targets.append(Target(m, spec, settings, settings_hash(settings)))
+    model_options = ModelOptions(batch_size=batch_size, device=device, dtype=dtype, top_k=top_k, logits=logits,
+                                 extras=("flow",) if save_flow else ())
+    decode_options = DecodeOptions(num_workers=default_workers() if num_workers is None else num_workers,
+                                   group=batch_size, pin_memory=device.startswith("cuda"), partial=partial)
+    if root is not None:
+        for target in targets:
+            target.sink = _sink(layout, root / target.name if several else root, fmt, out_dtype, sources, target,
+                                model_options)
+            try:
+                target.sink.check(sources, absolute_outputs)
+            except OutputError as error:
+                raise ExtractError(str(error)) from None
+        for target in targets:  # only once every check passed: nothing is created for a refused run
+            target.ledger = Ledger(target.sink.out)
+            target.ledger.bind_settings(target.settings_hash, target.settings, overwrite=overwrite)
+            target.sink.clean()
+    return Extraction(sources, targets, model_options, decode_options, retry_failed=retry_failed, on_clips=on_clips)
 
 
-def _check_outputs(extraction: Extraction, target: Target, absolute_outputs: bool) -> None:
-    """Refuse, before any work, outputs that would land outside ``target.out`` or on each other."""
-    inside = os.path.realpath(target.out)
-    taken: dict[str, VideoSource] = {}
-    for source in extraction.sources:
-        path = extraction.output_path(source, target)
-        given = source.output
-        if given is not None:
-            if ".." in Path(given).parts:
-                raise ExtractError(f"{source.path}: output_path {given} climbs out of --out with '..'; give a "
-                                   "path inside it")
-            if Path(given).is_absolute() and not absolute_outputs:
-                raise ExtractError(f"{source.path}: output_path {given} is absolute, outside --out "
-                                   f"{target.out}; give a path inside --out, or --absolute-outputs to allow it")
-        beside_video = extraction.layout == "pyslowfast" and given is None  # the layout's own place
-        if not beside_video and not (given is not None and Path(given).is_absolute()):
-            real = os.path.realpath(path)
-            if os.path.commonpath([inside, real]) != inside:
-                raise ExtractError(f"{source.path}: its output {path} would be written to {real}, outside --out "
-                                   "(through a symbolic link); refusing")
-        other = taken.setdefault(os.path.normpath(os.path.abspath(path)), source)
-        if other is not source:
-            raise ExtractError(f"{other.path} and {source.path} would both be written to {path}; give them "
-                               "different output_path values")
+def _sink(layout: str, out: Path, fmt: str, out_dtype: str, sources: list[VideoSource], target: Target,
+          options: ModelOptions) -> Sink:
+    if layout == "pyslowfast":
+        return PySlowFastSink(out, out_dtype, sources)
+    if layout == "hero":
+        return HeroSink(out)
+    provenance = {"weights_trust": target.model.weights_trust, "settings_hash": target.settings_hash,
+                  **target.settings, "device": options.device, "batch_size": options.batch_size}
+    return FileSink(out, fmt, out_dtype, provenance)
 
 
 def _options_for(card: ModelCard, options: Mapping[str, object]) -> dict:
@@ -493,9 +469,10 @@ def _load(name: str | None, weights: str | None, options: Mapping[str, object], 
     return load_model(name, weights=weights, device=device, dtype=DTYPES[dtype], build_options=build)
 
 
-def _target(loaded: LoadedModel, spec: SamplingSpec, sources: list[VideoSource], out: Path | None, layout: str,
-            fmt: str, dtype: str, out_dtype: str, top_k: int, logits: bool, build: dict,
-            save_flow: bool = False) -> Target:
+def _settings(loaded: LoadedModel, spec: SamplingSpec, layout: str, fmt: str, dtype: str, out_dtype: str,
+              top_k: int, logits: bool, build: dict, save_flow: bool) -> dict:
+    """What makes one model's outputs what they are: the settings an output folder is bound to (their hash is in
+    every file's provenance and in the ledger; a folder refuses a run with other ones)."""
     settings = {
         "model": loaded.card.name,
         "weights": {
@@ -516,23 +493,9 @@ def _target(loaded: LoadedModel, spec: SamplingSpec, sources: list[VideoSource],
         settings["model_options"] = dict(sorted(build.items()))
     if save_flow:  # (the same)
         settings["save_flow"] = True
-    layout_paths: dict[str, Path] = {}
-    if layout != "vidvec":  # only then: folders made before layouts existed keep their settings hash
+    if layout != "vidvec":  # (the same, for layouts)
         settings["layout"] = layout
-        if layout == "pyslowfast":
-            layout_paths = dict(zip([s.key for s in sources], pyslowfast_paths([s.path for s in sources])))
-    return Target(loaded, spec, settings, settings_hash(settings), out, None, layout_paths)
-
-
-def _open_ledger(target: Target, overwrite: bool) -> None:
-    """Open the target's ledger, tie its folder to the settings, and remove temp files killed runs left."""
-    assert target.out is not None
-    target.ledger = Ledger(target.out)
-    target.ledger.bind_settings(target.settings_hash, target.settings, overwrite=overwrite)
-    remove_stale_temps(target.out)
-    for folder in {p.parent for p in target.layout_paths.values()}:
-        if folder.name == PYSLOWFAST_DIR:
-            remove_stale_temps(folder)
+    return settings
 
 
 def extract(inputs: Sequence[str | Path] | str | Path = (), model: str | None = None,

@@ -7,6 +7,12 @@ It also pins the settings a folder was made with, so a re-run with other setting
 silently mix two kinds of features in one folder, and keeps each source file's fingerprint
 (size, mtime) so a file that changed since it was processed is processed again.
 
+Several runs may work on one folder at once (array jobs, a rerun while a run goes on): a run
+*claims* each video before working on it (`Ledger.claim`), so every video is done once. A claim
+is a lease the run renews while it lives; a claim of a process that is gone (same host, dead
+pid) or whose lease ran out is taken over. On network file systems, where SQLite's WAL mode is
+unsafe, the ledger uses the rollback journal.
+
 Anything that goes wrong with the ledger file or its folder (not a folder, read-only, not a
 database, disk full) raises `LedgerError` with a one-line message.
 """
@@ -17,10 +23,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import secrets
+import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +62,16 @@ CREATE TABLE IF NOT EXISTS videos (
     mtime_ns      INTEGER,
     partial       TEXT
 );
+CREATE TABLE IF NOT EXISTS claims (
+    key     TEXT PRIMARY KEY,
+    owner   TEXT NOT NULL,
+    expires REAL NOT NULL
+);
 """
+CLAIM_LEASE_S = 600.0  # how long a claim holds without renewal (a run renews its claims every lease / 10)
+# File systems where SQLite's WAL mode (shared memory between processes) must not be used.
+_NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph",
+                                  "glusterfs", "fuse.sshfs", "fuse.glusterfs", "fuse.ceph", "9p", "afs"})
 # Schema 2 added these columns; a schema-1 ledger gets them (NULL in its old rows) when opened for writing.
 _ADDED_IN_2 = {"size": "INTEGER", "mtime_ns": "INTEGER", "partial": "TEXT"}
 _COLUMNS = ("key", "video_path", "status", "reason", "output_path", "settings_hash", "clips", "seconds",
@@ -137,6 +154,65 @@ class VideoRecord:
         return Fingerprint(self.size, self.mtime_ns)
 
 
+class Claimer:
+    """Claims videos for one run in the ledgers of its models, from whichever process asks: what an executor
+    calls before working on a video. Picklable and fork-safe: each process opens its own connections.
+
+    ``folders[slot]`` is the folder of model ``slot``'s ledger (None: that model writes nothing, so there is
+    nothing to claim), ``hashes[slot]`` its bound settings hash."""
+
+    def __init__(self, folders: Sequence[Path | None], hashes: Sequence[str], owner: str,
+                 retry_failed: bool = False) -> None:
+        self.folders, self.hashes, self.owner, self.retry_failed = list(folders), list(hashes), owner, retry_failed
+        self._pid: int | None = None
+        self._ledgers: dict[int, Ledger] = {}
+
+    def __call__(self, key: str, path: str | os.PathLike, slots: Sequence[int]) -> dict[int, str]:
+        """Claim ``key`` (the video at ``path``) for each of ``slots``; the slots refused, with the reason."""
+        fingerprint = file_fingerprint(path)
+        refused = {}
+        for slot in slots:
+            ledger = self._ledger(slot)
+            reason = None if ledger is None else ledger.claim(key, self.owner, self.retry_failed, fingerprint)
+            if reason is not None:
+                refused[slot] = reason
+        return refused
+
+    def _ledger(self, slot: int) -> Ledger | None:
+        if self._pid != os.getpid():  # a forked worker must not use its parent's connections
+            self._pid, self._ledgers = os.getpid(), {}
+        if self.folders[slot] is None:
+            return None
+        if slot not in self._ledgers:
+            ledger = Ledger(self.folders[slot])
+            ledger.assume_settings(self.hashes[slot])
+            self._ledgers[slot] = ledger
+        return self._ledgers[slot]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pid": None, "_ledgers": {}}
+
+
+def run_owner() -> str:
+    """A name for this run's claims: host, process id and a random token."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _owner_gone(owner: str) -> bool:
+    """Whether the process that holds a claim is known to be gone (it ran on this host and its pid is dead)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host: only its lease says
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, someone else's
+        return False
+    return False
+
+
 def canonical_settings(settings: Mapping[str, Any]) -> dict:
     """Settings as plain JSON types (paths, tuples, sets, dataclasses, numpy scalars converted)."""
     return json.loads(_canonical_json(settings))
@@ -183,6 +259,7 @@ class Ledger:
         self._hash: str | None = None
         self._conn: sqlite3.Connection | None = None
         self._columns: frozenset[str] = frozenset()  # the videos columns this file has
+        self._tables: frozenset[str] = frozenset()
         try:
             if readonly:
                 self._open_readonly()
@@ -254,7 +331,9 @@ class Ledger:
         row = self._row(key, video_path, "done", None, fingerprint, output_path=output_path, clips=int(clips),
                         seconds=float(seconds), decode_s=timing("decode"), model_s=timing("model"),
                         wall_s=timing("wall"), partial=partial)
-        self._query(_INSERT, row, doing="write")
+        with self._transaction() as conn:
+            conn.execute(_INSERT, row)
+            conn.execute("DELETE FROM claims WHERE key=?", (row[0],))
 
     def mark_failed(self, key: str, video_path: str | Path, reason: str,
                     fingerprint: Fingerprint | None = None) -> bool:
@@ -273,6 +352,7 @@ class Ledger:
             if done is not None and done[0] is not None and os.path.exists(done[0]):
                 return False
             conn.execute(_INSERT, row)
+            conn.execute("DELETE FROM claims WHERE key=?", (row[0],))
         return True
 
     def mark_skipped(self, key: str, video_path: str | Path, reason: str) -> None:
@@ -290,17 +370,41 @@ class Ledger:
         answers from that snapshot instead of one query per video.
         """
         record = records.get(_stored_text(key)) if records is not None else self.get(key)
-        if record is None:
-            return True
-        if self._hash is not None and record.settings_hash not in (None, self._hash):
-            return True
-        if fingerprint is not None and record.fingerprint not in (None, fingerprint):
-            return True
-        if record.status == "done":
-            return False
-        if record.status == "failed":
-            return retry_failed
-        return True
+        return _settled_by(record, self._hash, retry_failed, fingerprint) is None
+
+    # -- claims -------------------------------------------------------------------------
+
+    def assume_settings(self, settings_hash: str) -> None:
+        """Work under settings a run already bound to this folder (`bind_settings`), without writing them:
+        what another process of the same run (a decode worker claiming videos) does."""
+        self._hash = settings_hash
+
+    def claim(self, key: str, owner: str, retry_failed: bool = False, fingerprint: Fingerprint | None = None,
+              lease_s: float = CLAIM_LEASE_S) -> str | None:
+        """Take ``key`` for ``owner`` (`run_owner`) before working on it; None when taken, else why not, in
+        words: another run finished it (or it failed, without ``retry_failed``: as `should_process`), or
+        another live run holds it. One transaction: of two runs asking at once, one gets it."""
+        stored = _stored_text(key)
+        now = time.time()
+        with self._transaction() as conn:
+            row = conn.execute(f"SELECT {', '.join(self._column(n) for n in _COLUMNS)} FROM videos WHERE key=?",
+                               (stored,)).fetchone()
+            settled = _settled_by(VideoRecord(*row) if row else None, self._hash, retry_failed, fingerprint)
+            if settled is not None:
+                return f"{settled} by another run"
+            held = conn.execute("SELECT owner, expires FROM claims WHERE key=?", (stored,)).fetchone()
+            if held is not None and held[0] != owner and held[1] > now and not _owner_gone(held[0]):
+                return f"being processed by another run ({held[0].rsplit(':', 1)[0]})"
+            conn.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (stored, owner, now + lease_s))
+        return None
+
+    def renew_claims(self, owner: str, lease_s: float = CLAIM_LEASE_S) -> None:
+        """Extend every claim ``owner`` holds by ``lease_s`` from now (a live run calls this regularly)."""
+        self._query("UPDATE claims SET expires=? WHERE owner=?", (time.time() + lease_s, owner), doing="write")
+
+    def release_claims(self, owner: str) -> None:
+        """Drop every claim ``owner`` still holds (the run ends; its unfinished videos are free again)."""
+        self._query("DELETE FROM claims WHERE owner=?", (owner,), doing="write")
 
     def records(self) -> list[VideoRecord]:
         """All rows, sorted by key."""
@@ -320,7 +424,8 @@ class Ledger:
         done videos; ``clips_per_s`` is ``clips / wall_s`` (0 when no time was recorded);
         ``failures`` lists ``(video_path, reason)`` by key; ``partial`` counts the done videos
         whose output covers only part of the video and ``partials`` lists them as
-        ``(video_path, note)`` by key; ``settings`` is the stored dict.
+        ``(video_path, note)`` by key; ``in_progress`` counts the videos runs hold claims on;
+        ``settings`` is the stored dict.
         """
         counts = dict.fromkeys(STATUSES, 0)
         counts.update(dict(self._query("SELECT status, COUNT(*) FROM videos GROUP BY status")))
@@ -329,6 +434,8 @@ class Ledger:
             "COALESCE(SUM(decode_s), 0), COALESCE(SUM(model_s), 0) FROM videos WHERE status='done'"
         )[0]
         failures = self._query("SELECT video_path, reason FROM videos WHERE status='failed' ORDER BY key")
+        claims = self._query("SELECT COUNT(*) FROM claims WHERE expires > ?", (time.time(),)) \
+            if "claims" in self._tables else [(0,)]
         partial = self._column("partial")
         partials = self._query(
             f"SELECT video_path, {partial} FROM videos WHERE status='done' AND {partial} IS NOT NULL ORDER BY key"
@@ -344,6 +451,7 @@ class Ledger:
             "failures": failures,
             "partial": len(partials),
             "partials": partials,
+            "in_progress": int(claims[0][0]),
             "settings": self.settings() or {},
         }
 
@@ -368,9 +476,9 @@ class Ledger:
             # updates use explicit BEGIN IMMEDIATE.
             self._conn = sqlite3.connect(self.path, timeout=_CONNECT_TIMEOUT_S, isolation_level=None,
                                          check_same_thread=False)
-            # WAL: readers never block the writer. (Falls back silently on filesystems
-            # without shared memory; the rollback journal is just as crash-safe.)
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            # WAL: readers never block the writer. Not on network file systems: its shared-memory index
+            # would be corrupted between hosts; the rollback journal is just as crash-safe.
+            self._conn.execute(f"PRAGMA journal_mode={'DELETE' if network_filesystem(self.out_dir) else 'WAL'}")
             # FULL: a committed 'done' survives power loss too, not just a killed process.
             self._conn.execute("PRAGMA synchronous=FULL")
         with self._transaction() as conn:
@@ -388,6 +496,7 @@ class Ledger:
                         conn.execute(f"ALTER TABLE videos ADD COLUMN {name} {kind}")
                 conn.execute("UPDATE meta SET value=? WHERE name='schema'", (str(SCHEMA_VERSION),))
             self._columns = _table_columns(conn)
+            self._tables = _tables(conn)
 
     def _open_readonly(self) -> None:
         _refuse_file(self.out_dir)
@@ -411,6 +520,7 @@ class Ledger:
                                      check_same_thread=False)
         self._schema_version(self._conn)
         self._columns = _table_columns(self._conn)
+        self._tables = _tables(self._conn)
 
     def _schema_version(self, conn: sqlite3.Connection) -> int | None:
         row = conn.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
@@ -520,6 +630,46 @@ def _stored_text(value: str | os.PathLike | None) -> str | None:
     except UnicodeEncodeError:
         raw = text.encode("utf-8", "surrogatepass")  # lone surrogates of another origin: any stable spelling
     return raw.decode("utf-8", "backslashreplace")
+
+
+def _settled_by(record: VideoRecord | None, settings_hash: str | None, retry_failed: bool,
+                fingerprint: Fingerprint | None) -> str | None:
+    """Why ``record`` needs no work ('done', or 'failed' without ``retry_failed``), or None when it does: no
+    row, a row of other settings, or of a file that changed since (its fingerprint differs)."""
+    if record is None:
+        return None
+    if settings_hash is not None and record.settings_hash not in (None, settings_hash):
+        return None
+    if fingerprint is not None and record.fingerprint not in (None, fingerprint):
+        return None
+    if record.status == "done" or (record.status == "failed" and not retry_failed):
+        return record.status
+    return None
+
+
+def network_filesystem(folder: Path) -> str | None:
+    """The type of the network file system ``folder`` is on (nfs, lustre, cifs, ...), or None (local, or
+    unknown: Linux's /proc/self/mountinfo is read)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    real = os.path.realpath(folder)
+    best, kind = "", None
+    for line in lines:
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        mount = fields[4].replace("\\040", " ")
+        fstype = line.split(" - ", 1)[1].split()[0]
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, fstype
+    return kind if kind in _NETWORK_FILESYSTEMS else None
+
+
+def _tables(conn: sqlite3.Connection) -> frozenset[str]:
+    return frozenset(row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"))
 
 
 def _table_columns(conn: sqlite3.Connection) -> frozenset[str]:

@@ -1,21 +1,33 @@
 """Model cards and the registry that names them.
 
-A card is data: how to build the network, which weights exist for it (URL, hash, licence,
-preprocessing, categories), its embedding size, default sampling and which layer the vector is.
-Each model file registers its cards with ``@register_model``; ``import vidvec.models`` runs them.
+A card is data: how to build the network, which weights exist for it (URL, hash, licence, preprocessing,
+categories), its embedding size, default sampling and which layer the vector is.
+
+Registration is lazy, as in timm: a family's module decorates one function per model with ``@register_model``,
+which records the function under its name and calls nothing. The card is made the first time it is asked for
+(``get_card``; ``list_models(family)`` makes those it filters) and making it imports no torch: a card's ``build``
+and checkpoint hooks import their network code when they run. So listing every model needs no torch.
+
+Families are found by module name, never by an import statement here (the family modules import this one, so
+data flows one way): :data:`FAMILIES` names vidvec's own, and an installed distribution may add its own through
+the ``vidvec.models`` entry-point group, each entry point naming a module to import::
+
+    [project.entry-points."vidvec.models"]    # pyproject.toml of the third-party package
+    my_models = "my_package.vidvec_models"    # a module using @register_model
+
+Every family module is imported, once, the first time the registry is asked for a model.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
-
-from vidvec.sampling import SamplingSpec
-from vidvec.transforms import Preprocess
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -24,6 +36,23 @@ if TYPE_CHECKING:
 
     from vidvec.audio import AudioFrontend
     from vidvec.models.base import FeatureModel
+    from vidvec.sampling import SamplingSpec
+    from vidvec.transforms import Preprocess
+
+# vidvec's own model families: the modules whose import registers their models.
+FAMILIES = (
+    "vidvec.models.efficientnet",
+    "vidvec.models.torchvision_image",
+    "vidvec.models.torchvision_video",
+    "vidvec.models.clip",
+    "vidvec.models.ig65m",
+    "vidvec.models.i3d",
+    "vidvec.models.s3d",
+    "vidvec.models.vggish",
+    "vidvec.models.pyslowfast.zoo",
+)
+# The entry-point group through which other distributions add families (each entry point names a module).
+ENTRY_POINT_GROUP = "vidvec.models"
 
 
 @dataclass(frozen=True)
@@ -75,10 +104,11 @@ class Weights:
 class ModelCard:
     """A registered model: how to build it and what it expects.
 
-    Optional hooks let a family read its own checkpoint formats while ``weights.py`` stays generic:
+    Optional hooks let a family read its own checkpoint formats while ``checkpoints.py`` stays generic:
     ``read_checkpoint(path)`` returns the state_dict of a checkpoint file (default: ``torch.load`` with
     ``weights_only=True``, unwrapped), ``load_state(module, state, source)`` loads it strictly and raises
-    one readable error on any mismatch (default: ``weights.load_into``).
+    one readable error on any mismatch (default: ``checkpoints.load_into``). Making a card must import no torch
+    (listing models stays cheap): ``build`` and the hooks import the family's network code when they run.
 
     A card may have no downloadable weights (``weights=()``) when none are published for it; it then needs
     its own ``preprocess`` (and may give ``categories``), and is used with ``--weights PATH`` or ``random``.
@@ -149,18 +179,28 @@ class ModelCard:
         return self.categories
 
 
-_REGISTRY: dict[str, ModelCard] = {}
+_REGISTRY: dict[str, Callable[[], ModelCard]] = {}   # name -> the function that makes its card
+_CARDS: dict[str, ModelCard] = {}                      # the cards made so far
+_families_loaded = False
 
 
-def register_model(fn: Callable[[], ModelCard]) -> Callable[[], ModelCard]:
-    """Decorator: call ``fn`` (no arguments) for its card and register it under ``card.name``."""
-    card = fn()
-    if not isinstance(card, ModelCard):
-        raise TypeError(f"{fn.__name__} must return a ModelCard, not {type(card).__name__}")
-    if card.name in _REGISTRY:
-        raise ValueError(f"model {card.name!r} is already registered")
-    _REGISTRY[card.name] = card
-    return fn
+def register_model(fn: Callable[[], ModelCard] | None = None, *, name: str | None = None):
+    """Decorator: register ``fn`` under ``name`` (default ``fn.__name__``) without calling it; ``get_card(name)``
+    calls it once, with no arguments, for a ModelCard of that name. A name registered twice is a ValueError.
+    ``register_model(fn, name=...)`` registers a function made at run time (e.g. one per row of a table)::
+
+        @register_model
+        def resnet18() -> ModelCard:
+            return ModelCard(name="resnet18", ...)
+    """
+    def register(fn: Callable[[], ModelCard]) -> Callable[[], ModelCard]:
+        key = name if name is not None else fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is already registered")
+        _REGISTRY[key] = fn
+        return fn
+
+    return register if fn is None else register(fn)
 
 
 # Functions that recognise a checkpoint file carrying its own architecture (e.g. a PySlowFast .pyth with its
@@ -171,14 +211,14 @@ _CHECKPOINT_INSPECTORS: list[Callable[[Path], ModelCard | None]] = []
 def register_checkpoint_inspector(fn: Callable[[Path], ModelCard | None]) -> Callable[[Path], ModelCard | None]:
     """Decorator: ``fn(path)`` returns a card for a checkpoint that names its own architecture, else None.
     It must be cheap for files it does not recognise and must never run code from the file; it raises (one
-    line) for a file it recognises but cannot use, or whose pickle would run code (``weights.torch_load``)."""
+    line) for a file it recognises but cannot use, or whose pickle would run code (``checkpoints.torch_load``)."""
     _CHECKPOINT_INSPECTORS.append(fn)
     return fn
 
 
 def card_from_checkpoint(path: str | Path) -> ModelCard | None:
     """The ad-hoc card of a checkpoint that carries its architecture (first inspector that knows it), else None."""
-    _ensure_loaded()
+    _load_families()
     path = Path(path).expanduser()
     if not path.is_file():
         return None
@@ -189,24 +229,41 @@ def card_from_checkpoint(path: str | Path) -> ModelCard | None:
     return None
 
 
-def _ensure_loaded() -> None:
-    # The model files register on import; importing here lets callers use the registry directly.
-    import vidvec.models  # noqa: F401
+def family_modules() -> list[str]:
+    """The modules that register models: :data:`FAMILIES`, then those the ``vidvec.models`` entry points name."""
+    return [*FAMILIES, *(ep.module for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))]
+
+
+def _load_families() -> None:
+    # Importing a family module registers its models (cheaply: no card is made, no torch imported).
+    global _families_loaded
+    if not _families_loaded:
+        for module in family_modules():
+            importlib.import_module(module)
+        _families_loaded = True
 
 
 def list_models(family: str | None = None) -> list[str]:
-    """Registered model names (sorted), optionally only those of one family."""
-    _ensure_loaded()
-    return sorted(n for n, c in _REGISTRY.items() if family is None or c.family == family)
+    """Registered model names (sorted), optionally only those of one family (which makes their cards)."""
+    _load_families()
+    return sorted(n for n in _REGISTRY if family is None or get_card(n).family == family)
 
 
 def get_card(name: str) -> ModelCard:
-    """The card registered as ``name``; ValueError with suggestions when there is none."""
-    _ensure_loaded()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        pass
-    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"unknown model {name!r}{hint} (vidvec models lists them)")
+    """The card registered as ``name``, made on first use; ValueError with suggestions when there is none."""
+    _load_families()
+    card = _CARDS.get(name)
+    if card is not None:
+        return card
+    make = _REGISTRY.get(name)
+    if make is None:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint} (vidvec models lists them)")
+    card = make()
+    if not isinstance(card, ModelCard):
+        raise TypeError(f"model {name!r}: its registered function must return a ModelCard, not "
+                        f"{type(card).__name__}")
+    if card.name != name:
+        raise ValueError(f"model {name!r} is registered under another name than its card's ({card.name!r})")
+    return _CARDS.setdefault(name, card)

@@ -4,19 +4,23 @@ The resize happens in the decoder (frames shrink before anything holds them), or
 its training code's exact pixels, in torch right after decoding (``resize_backend="torch"``); cropping runs
 in the decode workers on uint8 frames; normalisation runs on the model's device, on the batch,
 so workers ship uint8 (4x less to move than float32).
+
+A Preprocess is plain data (model cards hold one, and listing cards needs no torch): the methods that compute
+on tensors import torch when they run.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .decode import SWSCALE_FILTERS
+
+if TYPE_CHECKING:
+    import torch
 
 # Fields added after the first release: to_dict() lists them only when they differ from their defaults, so the
 # settings hash of a preprocessing that does not use them is what it was before they existed.
@@ -111,6 +115,9 @@ class Preprocess:
     def resize_frames(self, frames: np.ndarray) -> np.ndarray:
         """uint8 (..., H, W, 3) at decoded size -> uint8 (..., h, w, 3) resized by torch (``resize_backend``
         "torch"); unchanged when the size is already right."""
+        import torch
+        import torch.nn.functional as F
+
         height, width = frames.shape[-3], frames.shape[-2]
         size = self.resized_size(height, width)
         if size == (height, width):
@@ -161,9 +168,12 @@ class Preprocess:
             out.append(np.ascontiguousarray(patch))
         return out
 
-    def normalize(self, batch: torch.Tensor, dtype: torch.dtype = torch.float32,
+    def normalize(self, batch: torch.Tensor, dtype: torch.dtype | None = None,
                   video: bool = True) -> torch.Tensor:
-        """uint8 (B, T, H, W, 3) RGB -> (B, C, T, H, W) for video models, (B*T, C, H, W) for image models."""
+        """uint8 (B, T, H, W, 3) RGB -> (B, C, T, H, W) for video models, (B*T, C, H, W) for image models;
+        ``dtype`` default float32."""
+        import torch
+
         x = batch.to(torch.float32)
         if self.channel_order == "BGR":
             x = x.flip(-1)
@@ -174,7 +184,7 @@ class Preprocess:
             x = x.permute(0, 4, 1, 2, 3)
         else:
             x = x.reshape(-1, *x.shape[2:]).permute(0, 3, 1, 2)
-        return x.contiguous().to(dtype)
+        return x.contiguous().to(dtype or torch.float32)
 
 
 _DEFAULTS = {f.name: f.default for f in fields(Preprocess)}

@@ -30,11 +30,6 @@ except ImportError:  # Windows: temps are not locked, and remove_stale_temps rem
 # tests, downstream users) shouldn't pay for importing it.
 
 FORMATS = ("npz", "npy", "pt")
-# Where files go: "vidvec" (OUT/<key>.<format> with every array and the provenance) or "pyslowfast"
-# (<video folder>/output_vecs/output_latent_vec_<video stem>.npy holding only the video vector, shape (D,),
-# the layout PySlowFast latent-vector scripts read).
-# "hero": OUT/<key>.npz holding only ``features`` in float16, the layout HERO's feature loaders read.
-LAYOUTS = ("vidvec", "pyslowfast", "hero")
 PYSLOWFAST_DIR = "output_vecs"
 PYSLOWFAST_PREFIX = "output_latent_vec_"
 TEMP_MARK = ".vidvec-tmp"

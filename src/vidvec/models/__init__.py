@@ -1,8 +1,5 @@
-"""Feature models. Importing this package registers every model card (cheap: no nets, no weights)."""
+"""Feature models, one module per family (see ``vidvec.registry.FAMILIES``).
 
-from vidvec.models.base import FeatureModel, HeadSwapModel
-from vidvec.models import (clip, efficientnet, i3d, ig65m, s3d, torchvision_image,  # noqa: F401 (register cards)
-                           torchvision_video, vggish)
-from vidvec.models.pyslowfast import zoo as _pyslowfast_zoo  # noqa: F401  (register PySlowFast's MODEL_ZOO)
-
-__all__ = ["FeatureModel", "HeadSwapModel"]
+A family's module registers its cards with ``@register_model`` and imports no torch; the network code it
+builds (``base.py``, a family's ``*_net.py``, the ``pyslowfast`` port) is imported when a card's ``build`` runs.
+"""

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-from vidvec.registry import Weights
-from vidvec.transforms import Preprocess
 
 
 class FeatureModel(nn.Module):
@@ -96,55 +91,3 @@ class HeadSwapModel(FeatureModel):
 
     def extra_repr(self) -> str:
         return f"net={type(self.net).__name__}, head={self._head_names}"
-
-
-def with_batchnorm_counters(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``state`` with the BatchNorm ``num_batches_tracked`` counters it lacks added (files saved by PyTorch
-    before 0.4 have none; they only count training steps and do not change inference)."""
-    for key in [k for k in state if k.endswith(".running_mean")]:
-        state.setdefault(key[: -len("running_mean")] + "num_batches_tracked", torch.tensor(0))
-    return state
-
-
-# --- torchvision weights enums -> vidvec Weights (shared by the torchvision model files) ---
-
-TORCHVISION_LICENSE = "BSD-3-Clause (torchvision model zoo); the training data's terms may also apply"
-
-
-def hash_prefix(url: str) -> str:
-    """The sha256 prefix torch.hub puts in file names: 'r3d_18-b3b3357e.pth' -> 'b3b3357e'."""
-    match = re.search(r"-([0-9a-f]{8,})\.[A-Za-z]+$", url)
-    if not match:
-        raise ValueError(f"no hash prefix in {url}")
-    return match.group(1)
-
-
-def preprocess_of(tv_weights: Any) -> Preprocess:
-    """A Preprocess from a torchvision weights entry's eval transforms (resize, crop, mean/std)."""
-    t = tv_weights.transforms()
-    crop = tuple(int(v) for v in t.crop_size)
-    return Preprocess(
-        resize=tuple(int(v) for v in t.resize_size),  # (s,) = short side, (h, w) = exact, as in Preprocess
-        crop=(crop[0], crop[-1]),
-        mean=tuple(float(v) for v in t.mean),
-        std=tuple(float(v) for v in t.std),
-        interpolation=t.interpolation.value,
-        layout="torchvision",  # the geometry of the transforms these weights were evaluated with
-    )
-
-
-def torchvision_weights(tv_weights: Any, license: str = TORCHVISION_LICENSE, note: str = "") -> Weights:
-    """A vidvec Weights entry read from a torchvision weights enum member (URL, hash, transforms, meta)."""
-    meta = tv_weights.meta
-    (dataset, metrics), = meta["_metrics"].items()
-    return Weights(
-        name=tv_weights.name,
-        url=tv_weights.url,
-        sha256=hash_prefix(tv_weights.url),
-        license=license,
-        preprocess=preprocess_of(tv_weights),
-        categories=tuple(meta["categories"]),
-        num_params=meta.get("num_params"),
-        metrics=dict(metrics),
-        source=f"torchvision {type(tv_weights).__name__}.{tv_weights.name} ({dataset}){note}",
-    )

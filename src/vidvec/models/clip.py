@@ -14,22 +14,29 @@ Vector: ``encode_image``, the image tower's output projected into the joint imag
 and ViT-B/16, 768-d for ViT-L/14, 640-d for RN50x4), NOT L2-normalised, as v-iashin/video_features' CLIP extractor
 stores it (it normalises only to print zero-shot predictions). ``encode_text`` gives sentences' vectors in the same
 space, also unnormalised: normalise both before comparing with cosine similarity. There is no classifier.
+
+This module is the cards and their checkpoint hooks (no torch at import); ``build_clip`` imports open_clip and
+the wrapper in ``clip_net``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import Tensor, nn
-
-from vidvec.models.base import FeatureModel
+from vidvec.checkpoints import load_into, load_state_dict
 from vidvec.registry import ModelCard, Weights, register_model
 from vidvec.sampling import SamplingSpec
 from vidvec.transforms import Preprocess
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from vidvec.models.clip_net import ClipModel
 
 FAMILY = "clip"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -42,33 +49,6 @@ VIDEO_FEATURES_FRAMES = SamplingSpec("frames", fps=None, rule="video_features")
 # open_clip looks for this file first in an hf_hub entry that names only a repo ('timm/....openai/').
 _HF_FILE = "open_clip_model.safetensors"
 _OPENAI_MODELS = "https://openaipublic.azureedge.net/clip/models"
-
-
-class ClipModel(FeatureModel):
-    """An open_clip CLIP model: forward gives ``encode_image``, ``encode_text`` tokenises sentences first."""
-
-    has_text = True
-
-    def __init__(self, clip: nn.Module, arch: str) -> None:
-        super().__init__()
-        self.clip = clip
-        self.arch = arch
-        self._tokenizer = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.clip.encode_image(x)
-
-    def encode_text(self, texts: Sequence[str]) -> Tensor:
-        if self._tokenizer is None:
-            import open_clip
-
-            # OpenAI's BPE tokenizer; its vocabulary ships inside the open_clip package (no download).
-            self._tokenizer = open_clip.get_tokenizer(self.arch)
-        tokens = self._tokenizer(list(texts)).to(self.clip.token_embedding.weight.device)
-        return self.clip.encode_text(tokens)
-
-    def extra_repr(self) -> str:
-        return f"arch={self.arch}"
 
 
 @contextmanager
@@ -92,6 +72,8 @@ def build_clip(arch: str, num_classes: int | None = None) -> ClipModel:
         raise ValueError(f"CLIP ({arch}) has no classifier; it cannot be built with {num_classes} classes")
     import open_clip
 
+    from vidvec.models.clip_net import ClipModel
+
     with _no_random_init_warning():
         clip = open_clip.create_model(arch, pretrained=None)
     return ClipModel(clip, arch)
@@ -100,8 +82,6 @@ def build_clip(arch: str, num_classes: int | None = None) -> ClipModel:
 def read_checkpoint(path: Path) -> Mapping[str, Tensor]:
     """The state_dict of a CLIP checkpoint: ``.safetensors`` (open_clip's Hugging Face files) read without any
     pickle; other files (e.g. ``open_clip_pytorch_model.bin``) with ``torch.load(weights_only=True)``."""
-    from vidvec.weights import load_state_dict
-
     if Path(path).suffix != ".safetensors":
         return load_state_dict(path)
     from safetensors.torch import load_file
@@ -111,8 +91,6 @@ def read_checkpoint(path: Path) -> Mapping[str, Tensor]:
 
 def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     """Strict loading into the open_clip model (checkpoints carry open_clip's key names, without 'clip.')."""
-    from vidvec.weights import load_into
-
     load_into(module.clip, state, source)
 
 

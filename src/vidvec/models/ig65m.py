@@ -20,14 +20,16 @@ Vector: the global average pool of layer4 over (T, H, W), the input of ``fc``, 5
 
 from __future__ import annotations
 
-from torch import nn
-from torchvision.models.video import R2Plus1D_18_Weights
-from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
+from typing import TYPE_CHECKING
 
-from vidvec.models.base import FeatureModel, HeadSwapModel, hash_prefix
+from vidvec import categories
+from vidvec.checkpoints import hash_prefix
 from vidvec.registry import ModelCard, Weights, register_model
 from vidvec.sampling import SamplingSpec
 from vidvec.transforms import Preprocess
+
+if TYPE_CHECKING:
+    from vidvec.models.base import FeatureModel
 
 FAMILY = "r2plus1d"
 LICENSE = ("MIT (moabitcoin/ig65m-pytorch, the conversion); converted from facebookresearch/VMZ's Caffe2 "
@@ -50,6 +52,11 @@ PREPROCESS = Preprocess(
 
 def build_r2plus1d_34(num_classes: int | None = None) -> FeatureModel:
     """R(2+1)D-34 as the IG-65M port builds it, random init (no download); num_classes=0 drops the head."""
+    from torch import nn
+    from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
+
+    from vidvec.models.base import HeadSwapModel
+
     n = 400 if num_classes is None else num_classes
     net = VideoResNet(block=BasicBlock, conv_makers=[Conv2Plus1D] * 4, layers=[3, 4, 6, 3], stem=R2Plus1dStem,
                       num_classes=max(n, 1))
@@ -64,11 +71,6 @@ def build_r2plus1d_34(num_classes: int | None = None) -> FeatureModel:
     return HeadSwapModel(net, "fc", keep_head=n > 0)
 
 
-def kinetics400_categories() -> tuple[str, ...]:
-    """Kinetics-400 class names in label order (alphabetical; torchvision's list)."""
-    return tuple(R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"])
-
-
 def _card(name: str, clip_len: int, file_name: str, metrics: dict) -> ModelCard:
     url = f"{_RELEASE}/{file_name}"
     weights = Weights(
@@ -77,7 +79,7 @@ def _card(name: str, clip_len: int, file_name: str, metrics: dict) -> ModelCard:
         sha256=hash_prefix(url),  # the port names its files with their sha256 prefix, as torch.hub checks
         license=LICENSE,
         preprocess=PREPROCESS,
-        categories=kinetics400_categories(),
+        categories=categories.kinetics400(),
         num_params=63697175,
         metrics=metrics,
         source=f"moabitcoin/ig65m-pytorch v1.0.0 release: {file_name} (IG-65M pre-training, Kinetics-400 "

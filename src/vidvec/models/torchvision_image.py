@@ -10,12 +10,14 @@ transforms: short side resized to 256 (IMAGENET1K_V1, the default; also what v-i
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
-from torchvision import models as tvm
-
-from vidvec.models.base import FeatureModel, HeadSwapModel, torchvision_weights
+from vidvec.models.torchvision_weights import torchvision_weights
 from vidvec.registry import ModelCard, register_model
 from vidvec.sampling import SamplingSpec
+
+if TYPE_CHECKING:
+    from vidvec.models.base import FeatureModel
 
 FAMILY = "torchvision-image"
 # Frame-wise models see single frames; the video's own frame rate unless the user sets one.
@@ -27,18 +29,22 @@ VIDEO_FEATURES_FRAMES = SamplingSpec("frames", fps=None, rule="video_features")
 def build_torchvision_image(fn_name: str, head: str, default_classes: int = 1000,
                             num_classes: int | None = None) -> FeatureModel:
     """Build torchvision's ``fn_name`` with random init (no download) and wrap it; num_classes=0 drops the head."""
+    from torchvision import models as tvm
+
+    from vidvec.models.base import HeadSwapModel
+
     n = default_classes if num_classes is None else num_classes
     net = getattr(tvm, fn_name)(weights=None, num_classes=max(n, 1))
     return HeadSwapModel(net, head, keep_head=n > 0)
 
 
-def _card(name: str, enum: type, embed_dim: int, head: str, latent: str, description: str) -> ModelCard:
+def _card(name: str, enum: str, embed_dim: int, head: str, latent: str, description: str) -> ModelCard:
     return ModelCard(
         name=name,
         family=FAMILY,
         input="image",
         build=partial(build_torchvision_image, name, head),
-        weights=tuple(torchvision_weights(w) for w in enum),  # IMAGENET1K_V1 first: the default
+        weights=torchvision_weights(enum),  # IMAGENET1K_V1 first: the default
         embed_dim=embed_dim,
         sampling=FRAMES_NATIVE,
         latent=latent,
@@ -53,29 +59,29 @@ _LATENT_2048 = "global average pool of layer4 (the input of fc), 2048-d"
 
 @register_model
 def resnet18() -> ModelCard:
-    return _card("resnet18", tvm.ResNet18_Weights, 512, "fc", _LATENT_512,
+    return _card("resnet18", "ResNet18_Weights", 512, "fc", _LATENT_512,
                  "ResNet-18 (He et al. 2016), ImageNet-1k, original recipe")
 
 
 @register_model
 def resnet34() -> ModelCard:
-    return _card("resnet34", tvm.ResNet34_Weights, 512, "fc", _LATENT_512,
+    return _card("resnet34", "ResNet34_Weights", 512, "fc", _LATENT_512,
                  "ResNet-34 (He et al. 2016), ImageNet-1k, original recipe")
 
 
 @register_model
 def resnet50() -> ModelCard:
-    return _card("resnet50", tvm.ResNet50_Weights, 2048, "fc", _LATENT_2048,
+    return _card("resnet50", "ResNet50_Weights", 2048, "fc", _LATENT_2048,
                  "ResNet-50 (He et al. 2016), ImageNet-1k; V1 original recipe, V2 new torchvision recipe")
 
 
 @register_model
 def resnet101() -> ModelCard:
-    return _card("resnet101", tvm.ResNet101_Weights, 2048, "fc", _LATENT_2048,
+    return _card("resnet101", "ResNet101_Weights", 2048, "fc", _LATENT_2048,
                  "ResNet-101 (He et al. 2016), ImageNet-1k; V1 original recipe, V2 new torchvision recipe")
 
 
 @register_model
 def resnet152() -> ModelCard:
-    return _card("resnet152", tvm.ResNet152_Weights, 2048, "fc", _LATENT_2048,
+    return _card("resnet152", "ResNet152_Weights", 2048, "fc", _LATENT_2048,
                  "ResNet-152 (He et al. 2016), ImageNet-1k; V1 original recipe, V2 new torchvision recipe")

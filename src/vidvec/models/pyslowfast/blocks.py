@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from .arch import round_width
+
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
 
@@ -21,19 +23,6 @@ NormFactory = Callable[[int], nn.Module]
 def batchnorm3d(num_features: int) -> nn.BatchNorm3d:
     """PySlowFast's BatchNorm3d (eps 1e-5, momentum 0.1). Sync-BN variants are identical at inference."""
     return nn.BatchNorm3d(num_features, eps=BN_EPS, momentum=BN_MOMENTUM)
-
-
-def round_width(width: float, multiplier: float, min_width: int = 1, divisor: int = 1) -> int:
-    """PySlowFast's width rounding (``models.utils.round_width`` / ``SE._round_width``, also MViT's widths and
-    heads): scale ``width`` by ``multiplier`` and round to a multiple of ``divisor``."""
-    if not multiplier:
-        return int(width)
-    width = width * multiplier
-    min_width = min_width or divisor
-    out = max(min_width, int(width + divisor / 2) // divisor * divisor)
-    if out < 0.9 * width:
-        out += divisor
-    return int(out)
 
 
 class Swish(nn.Module):

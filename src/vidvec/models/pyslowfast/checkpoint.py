@@ -1,6 +1,6 @@
 """Loading PySlowFast checkpoints safely: ``.pyth`` (torch zip pickle) and Caffe2/Detectron ``.pkl`` blobs.
 
-* ``.pyth``/``.pth``: ``torch.load(..., weights_only=True)`` (``vidvec.weights.torch_load``: a pickle that would
+* ``.pyth``/``.pth``: ``torch.load(..., weights_only=True)`` (``vidvec.checkpoints.torch_load``: a pickle that would
   run code is refused in one line, as a ``WeightsError``); PySlowFast stores
   ``{epoch, model_state, optimizer_state, cfg}`` with ``cfg`` a YAML string, which becomes a :class:`CfgNode`.
 * ``.pkl``: a latin-1 Python pickle ``{'blobs': {name: ndarray}}`` read with a restricted unpickler that can
@@ -27,7 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import CfgNode, load_config
+from vidvec.checkpoints import check_finite, torch_load
+
+from .build import build_model
+from .config import CfgNode, known_config_names, load_config
 
 __all__ = ["CheckpointError", "UnsafePickleError", "c2_to_pytorch_name", "convert_c2_blobs", "load_c2_pickle",
            "load_checkpoint", "load_pretrained", "load_state_dict_strict", "suggest_configs"]
@@ -187,12 +190,10 @@ def load_c2_pickle(path: str | os.PathLike) -> OrderedDict[str, Tensor]:
 def load_checkpoint(path: str | os.PathLike) -> tuple[OrderedDict[str, Tensor], CfgNode | None]:
     """Read a PySlowFast checkpoint without running code from it: ``(state_dict, cfg or None)``.
 
-    ``.pkl`` files are Caffe2 blobs (no cfg); anything else goes through ``vidvec.weights.torch_load``
+    ``.pkl`` files are Caffe2 blobs (no cfg); anything else goes through ``vidvec.checkpoints.torch_load``
     (``torch.load(weights_only=True)``; a pickle that would run code is a one-line ``WeightsError``).
     A cfg embedded as YAML (PySlowFast's ``save_checkpoint``) is parsed with ``yaml.safe_load``.
     """
-    from vidvec.weights import torch_load  # here: vidvec.weights imports vidvec.models
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(path)
@@ -232,9 +233,6 @@ def _signature(model: nn.Module) -> dict[str, tuple[int, ...]]:
 def suggest_configs(state: Mapping[str, Tensor], top: int = 3) -> list[tuple[str, bool]]:
     """Known configs ranked by how well their key set fits ``state``: ``[(name, shapes_also_match), ...]``.
     Models are built on the meta device, so this allocates nothing."""
-    from . import build_model
-    from .config import known_config_names
-
     keys = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
     scored = []
     for name in known_config_names():
@@ -291,12 +289,8 @@ def load_pretrained(path: str | os.PathLike, cfg: Mapping[str, Any] | str | None
 
     ``cfg`` (a config or a known config name) is required for Caffe2 ``.pkl`` files, which carry none; for a
     ``.pyth`` the embedded cfg is used unless ``cfg`` is given. NaN/Inf weights are refused
-    (``vidvec.weights.check_finite``).
+    (``vidvec.checkpoints.check_finite``).
     """
-    from vidvec.weights import check_finite
-
-    from . import build_model
-
     state, ckpt_cfg = load_checkpoint(path)
     check_finite(state, path)
     if cfg is None:

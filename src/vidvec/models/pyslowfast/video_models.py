@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from ..base import FeatureModel
-from .blocks import FuseFastToSlow, NormFactory, ResStage, VideoModelStem, batchnorm3d, round_width
+from .arch import round_width
+from .blocks import FuseFastToSlow, NormFactory, ResStage, VideoModelStem, batchnorm3d
 from .heads import ResNetBasicHead, ResNetRoIHead, X3DHead, activation, head_outputs
 
 # Number of blocks per stage for a given depth.

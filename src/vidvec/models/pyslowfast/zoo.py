@@ -4,7 +4,7 @@ One card per config vidvec knows by name (``config.known_config_names()``), name
 (``Kinetics/c2/SLOWFAST_8x8_R50``), plus the two Charades SlowFast models MODEL_ZOO.md publishes. Weights URLs are
 the exact links of upstream MODEL_ZOO.md (facebookresearch/SlowFast @287ec00; the PyTorchVideo-format SlowFast R101
 from projects/pytorchvideo/README.md). No sha256 is published for them, so vidvec records the file's sha256 on
-first download and checks it on every later load (see ``vidvec.weights``).
+first download and checks it on every later load (see ``vidvec.checkpoints``).
 
 Sampling and preprocessing are PySlowFast's test-time ones (``preprocessing.test_time_sampling``), the latent is
 the input of the final ``projection`` averaged over positions (see ``heads``). Registration is cheap: a card holds
@@ -19,20 +19,23 @@ does not exist in PySlowFast itself.
 from __future__ import annotations
 
 import copy
-import json
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
-from importlib import resources
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vidvec.models.base import FeatureModel
+from vidvec.categories import ava, charades, kinetics400, ssv2
+from vidvec.checkpoints import WeightsError, torch_load
 from vidvec.registry import ModelCard, Weights, register_checkpoint_inspector, register_model
 
+from .arch import MViTSpec
 from .config import CfgNode, load_config, merge_overrides
 from .preprocessing import test_time_sampling
+
+if TYPE_CHECKING:
+    from vidvec.models.base import FeatureModel
 
 FAMILY = "pyslowfast"
 LICENSE = "Apache-2.0 (PySlowFast model zoo); the training data's terms may also apply"
@@ -132,60 +135,15 @@ ZOO: tuple[ZooEntry, ...] = (
 
 # ------------------------------------------------------------------------------------------- categories
 
-
-@lru_cache(maxsize=None)
-def kinetics400_categories() -> tuple[str, ...]:
-    """Kinetics-400 class names in label order (alphabetical, as PySlowFast's and torchvision's)."""
-    from torchvision.models.video import R3D_18_Weights
-
-    return tuple(R3D_18_Weights.KINETICS400_V1.meta["categories"])
-
-
-@lru_cache(maxsize=None)
-def ssv2_categories() -> tuple[str, ...]:
-    """The 174 Something-Something-v2 classes, by id (from ``vidvec/data/something-something-v2-labels.json``)."""
-    text = resources.files("vidvec").joinpath("data/something-something-v2-labels.json").read_text("utf-8")
-    by_id = {int(i): name for name, i in json.loads(text).items()}
-    return tuple(by_id[i] for i in range(len(by_id)))
-
-
-@lru_cache(maxsize=None)
-def charades_categories() -> tuple[str, ...]:
-    """The 157 Charades classes, by index (from ``vidvec/data/Charades_v1_classes.txt``)."""
-    text = resources.files("vidvec").joinpath("data/Charades_v1_classes.txt").read_text("utf-8")
-    names = {}
-    for line in text.splitlines():
-        if line.strip():
-            code, name = line.strip().split(" ", 1)
-            names[int(code[1:])] = name
-    return tuple(names[i] for i in range(len(names)))
-
-
-@lru_cache(maxsize=None)
-def ava_categories() -> tuple[str, ...]:
-    """The 80 AVA v2.2 actions in id order (from ``vidvec/data/ava_v2.2_labels.txt``, ``id: name`` per line).
-
-    PySlowFast's AVA head has one output per action id: output k is id k + 1 (``ava_dataset.py`` sets
-    ``label_arrs[i][label - 1]``), over all 80 ids; the 60-id ``for_activitynet_2019`` list only picks which
-    classes its evaluation scores."""
-    text = resources.files("vidvec").joinpath("data/ava_v2.2_labels.txt").read_text("utf-8")
-    names = {}
-    for line in text.splitlines():
-        if line.strip():
-            action_id, name = line.split(": ", 1)
-            names[int(action_id)] = name.strip()
-    return tuple(names[i] for i in range(1, len(names) + 1))
-
-
 # Heads named by what their weights were trained on, where the output count alone does not say which dataset
 # it is: an 80-way head is AVA's only when the weights are AVA's.
-_CATEGORIES_BY_WEIGHTS = {"AVA_V2_2": ava_categories}
+_CATEGORIES_BY_WEIGHTS = {"AVA_V2_2": ava}
 
 
 def categories_for_count(num_classes: int) -> tuple[str, ...] | None:
     """Class names for a head of ``num_classes`` outputs when it is one of the datasets vidvec ships names for
     (400 Kinetics, 174 Something-Something-v2, 157 Charades), else None."""
-    return {400: kinetics400_categories, 174: ssv2_categories, 157: charades_categories}.get(
+    return {400: kinetics400, 174: ssv2, 157: charades}.get(
         int(num_classes), lambda: None)()
 
 
@@ -204,8 +162,6 @@ def latent_dim(cfg: Mapping[str, Any]) -> int:
     """The latent size of the model ``build_model(cfg)`` makes, computed from the config (no network built)."""
     name, arch = cfg["MODEL"]["MODEL_NAME"], cfg["MODEL"]["ARCH"]
     if arch in ("mvit", "maskmvit") or name == "MViT":
-        from .mvit import MViTSpec
-
         return int(MViTSpec.from_cfg(cfg).out_dim)
     if name == "X3D":
         return int(cfg["X3D"]["DIM_C5"])
@@ -246,7 +202,7 @@ def describe_cfg(cfg: Mapping[str, Any]) -> str:
 
 def _build(cfg: Mapping[str, Any] | str, num_classes: int | None = None) -> FeatureModel:
     """Build the port for ``cfg`` (a card name or a config) with random init; num_classes overrides the head."""
-    from . import build_model
+    from .build import build_model
 
     cfg = config_for(cfg) if isinstance(cfg, str) else copy.deepcopy(cfg)
     if num_classes is not None:
@@ -301,12 +257,8 @@ def zoo_card(entry: ZooEntry) -> ModelCard:
 _BY_NAME = {e.config: e for e in ZOO}
 
 
-def _register(entry: ZooEntry) -> None:
-    register_model(lambda: zoo_card(entry))
-
-
 for _entry in ZOO:
-    _register(_entry)
+    register_model(partial(zoo_card, _entry), name=_entry.config)
 
 
 # ------------------------------------------------------------------- checkpoints that carry their cfg
@@ -328,14 +280,12 @@ def card_from_cfg(cfg: Mapping[str, Any], source: str = "a checkpoint") -> Model
 def inspect_checkpoint(path: Path) -> ModelCard | None:
     """A card for a PySlowFast ``.pyth`` (``{model_state, cfg, ...}``) built from its embedded cfg; None for any
     other file. Tensors are memory-mapped, not read, and nothing but ``torch.load(weights_only=True)`` runs: a
-    pickle that would run code is refused here (``weights.torch_load``'s one-line WeightsError)."""
+    pickle that would run code is refused here (``checkpoints.torch_load``'s one-line WeightsError)."""
     if not zipfile.is_zipfile(path):  # Caffe2 .pkl files and legacy pickles carry no cfg
         if path.suffix == ".pkl":
             raise ValueError(f"{path.name} is a pickle (PySlowFast's Caffe2 .pkl format) and carries no config: "
                              f"give --model with its config, e.g. one of `vidvec models --family pyslowfast`")
         return None
-    from vidvec.weights import WeightsError, torch_load
-
     try:
         ckpt = torch_load(path, mmap=True)
     except WeightsError:  # a pickle vidvec refuses: say so now, any model would refuse it too

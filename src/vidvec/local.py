@@ -1,0 +1,91 @@
+"""The local executor: decode workers on this machine (torch DataLoader processes) feeding the model process.
+
+Each worker takes every n-th video of the run and sends its events (:func:`vidvec.clips.video_events`), clips
+stacked in groups; the model process consumes them as one stream (:meth:`vidvec.runner.ModelRunner.run`). This
+is the only module that knows about DataLoader: another executor (a cluster task, Ray) produces the same events
+its own way.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .clips import Event, Slot, VideoTaken, grouped, video_events
+from .sources import VideoSource
+
+Job = tuple[int, VideoSource, Sequence[int]]  # (video index, source, the slots (models) it is needed for)
+# Claims a video (key, path) for slots before its work starts: the slots refused, with why (another run has them).
+Claim = Callable[[str, Path, Sequence[int]], dict[int, str]]
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How videos are decoded: ``num_workers`` worker processes (0: in this process), FFmpeg threads per decoder
+    (0: one per core), clips per group sent between processes, pinned memory for a CUDA model, and whether a
+    truncated or damaged video keeps what was decoded (``partial``, see :func:`vidvec.clips.video_events`)."""
+
+    num_workers: int = 1
+    decoder_threads: int = 0
+    group: int = 16
+    pin_memory: bool = False
+    partial: bool = False
+
+
+class VideoEvents(torch.utils.data.IterableDataset):
+    """The videos of a run as a stream of events; each DataLoader worker takes every n-th video and sends its
+    clips in groups of up to ``group`` clips."""
+
+    def __init__(self, jobs: Iterable[Job], slots: Sequence[Slot], threads: int = 0, group: int = 1,
+                 partial: bool = False, claim: Claim | None = None):
+        self.jobs = list(jobs)
+        self.slots, self.threads, self.group, self.partial, self.claim = list(slots), threads, group, partial, claim
+
+    def __iter__(self) -> Iterator[Event]:
+        worker = torch.utils.data.get_worker_info()
+        mine = self.jobs if worker is None else self.jobs[worker.id::worker.num_workers]
+        for index, source, wanted in mine:
+            refused = self.claim(source.key, source.path, wanted) if self.claim is not None else {}
+            for slot, reason in refused.items():
+                yield VideoTaken(index, source, slot, reason)
+            wanted = [slot for slot in wanted if slot not in refused]
+            if wanted:
+                events = video_events(index, source, self.slots, self.threads, wanted, self.partial)
+                yield from grouped(events, self.group) if self.group > 1 else events
+
+
+def local_events(jobs: Sequence[Job], slots: Sequence[Slot], options: DecodeOptions,
+                 claim: Claim | None = None) -> Iterator[Event]:
+    """Every event of ``jobs``, decoded in this process or in ``options.num_workers`` worker processes (in no
+    particular order across videos; each video's own events stay in order). With ``claim`` (e.g. a
+    :class:`vidvec.ledger.Claimer`), each video is claimed just before its work starts, and the slots another
+    run has are answered with VideoTaken instead."""
+    jobs = list(jobs)
+    if options.num_workers <= 0 or not jobs:
+        return iter(VideoEvents(jobs, slots, options.decoder_threads, partial=options.partial, claim=claim))
+    # Workers send clips in groups (fewer inter-process messages); a few groups in flight per worker keep the
+    # model fed while bounding memory.
+    dataset = VideoEvents(jobs, slots, options.decoder_threads, group=options.group, partial=options.partial,
+                          claim=claim)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=min(options.num_workers, len(jobs)), prefetch_factor=4,
+        worker_init_fn=_quiet_worker, in_order=False, pin_memory=options.pin_memory, persistent_workers=False)
+    return iter(loader)
+
+
+def _quiet_worker(_: int) -> None:
+    """In a decode worker: when the run is stopped (Ctrl-C, SIGTERM) while a batch is being handed over, the
+    thread that hands file descriptors to the model process (multiprocessing's resource sharer, which reports
+    through sys.excepthook) loses its connection; that is the stop, not an error worth a traceback. (The worker's
+    own work never reaches the hook: DataLoader catches and forwards its errors.)"""
+    default = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, tb: object) -> None:
+        if not issubclass(kind, (EOFError, OSError)):
+            default(kind, error, tb)
+
+    sys.excepthook = hook
