@@ -50,7 +50,7 @@ def model(reference: torch.nn.Module) -> ClipModel:
 def test_card_follows_open_clip_openai_config(name: str) -> None:
     card = get_card(name)
     arch = CARDS[name]
-    assert card.extra["open_clip_arch"] == arch
+    assert card.text and card.build.args == (arch,)
     config = open_clip.get_model_config(arch)
     # The OpenAI weights were trained with QuickGELU; the architecture must use it too.
     assert config["quick_gelu"] is True
@@ -74,7 +74,7 @@ def test_card_follows_open_clip_openai_config(name: str) -> None:
     assert p.mean == pytest.approx(pretrained["mean"]) and p.std == pytest.approx(pretrained["std"])
 
     assert card.sampling == SamplingSpec("frames", fps=None)
-    assert card.extra["video_features"] == SamplingSpec("frames", fps=None, rule="video_features")
+    assert card.presets["video_features"] == SamplingSpec("frames", fps=None, rule="video_features")
 
 
 def test_rn50x4_sees_288_pixel_frames() -> None:

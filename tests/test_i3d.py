@@ -290,10 +290,13 @@ def test_card() -> None:
     assert (card.family, card.input, card.embed_dim) == ("i3d", "video", 2048)
     assert (card.sampling.kind, card.sampling.fps, card.sampling.clip_len, card.sampling.stride) == (
         "windows", None, 65, 64)
-    assert card.extra["video_features"].rule == "video_features"
-    assert card.extra["streams"] == ("both", "rgb", "flow")
-    assert card.extra["options"] == {"streams": ("both", "rgb", "flow"), "flow": ("raft_large", "raft_small"),
-                                     "flow_region": ("frame", "crop")}
+    assert card.presets["video_features"].rule == "video_features"
+    assert card.options == {"streams": ("both", "rgb", "flow"), "flow": ("raft_large", "raft_small"),
+                            "flow_region": ("frame", "crop")}
+    assert [card.embed_dim_for({"streams": s}) for s in ("both", "rgb", "flow")] == [2048, 1024, 1024]
+    assert card.embed_dim_for({}) == 2048
+    assert [card.extras_for({"streams": s}) for s in ("both", "rgb", "flow")] == [("flow",), (), ("flow",)]
+    assert card.default_weights.companions == (i3d.FLOW_WEIGHTS, *i3d.RAFT_WEIGHTS.values())
     entry = card.default_weights
     assert entry.name == "KINETICS400_HASSONY2" and entry.url.endswith("/model/model_rgb.pth")
     assert i3d.FLOW_WEIGHTS.url.endswith("/model/model_flow.pth")

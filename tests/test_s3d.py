@@ -154,8 +154,8 @@ def test_kinetics400_card_and_small_clips():
     assert (card.family, card.input, card.embed_dim) == ("s3d", "video", 1024)
     assert (card.sampling.kind, card.sampling.fps, card.sampling.clip_len, card.sampling.stride) == \
         ("windows", 25, 64, 64)
-    assert card.extra["video_features"].rule == "video_features"
-    assert card.extra["video_features"].clip_len == 64
+    assert card.presets["video_features"].rule == "video_features"
+    assert card.presets["video_features"].clip_len == 64
     trained, video_features = card.weights
     assert trained.url == video_features.url and trained.file_name == "S3D_kinetics400_torchified.pt"
     assert (trained.preprocess.mean, trained.preprocess.std) == ((0.5,) * 3, (0.5,) * 3)  # [-1, 1]
@@ -253,7 +253,7 @@ def test_howto100m_card():
     assert entry.file_name == "s3d_howto100m.pth" and s3d.S3D_DICT.file_name == "s3d_dict.npy"
     assert (entry.preprocess.mean, entry.preprocess.std, entry.preprocess.crop) == ((0.0,) * 3, (1.0,) * 3, (224, 224))
     assert card.read_checkpoint is s3d.read_howto100m_checkpoint and card.load_state is s3d.load_howto100m_state
-    assert card.extra["companions"] == (s3d.S3D_DICT,)
+    assert entry.companions == (s3d.S3D_DICT,) and card.text
 
 
 @pytest.fixture

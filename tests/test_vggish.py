@@ -241,7 +241,7 @@ def test_card():
     assert isinstance(entry.preprocess, AudioFrontend) and entry.preprocess == FRONTEND
     assert card.preprocess_for(None) == FRONTEND
     hash(card), hash(entry)  # frozen dataclasses stay hashable with an AudioFrontend inside
-    assert card.extra["companions"] == (PCA_PARAMS,)
+    assert entry.companions == (PCA_PARAMS,) and card.options == {"postprocess": (False, True)}
     with torch.device("meta"):
         assert isinstance(card.build(), VGGish) and card.build().pproc is None
         assert card.build(postprocess=True).postprocess

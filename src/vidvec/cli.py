@@ -113,7 +113,7 @@ def extract(
                   soft_wrap=True)
         for target in run.targets:
             err.print(f"  model {target.name} ({target.settings['weights']['name']}), "
-                      f"{describe_sampling(target.model.card, target.sampling)}"
+                      f"{_describe(target.spec)}"
                       + (f" -> {target.sink.out}" if several else ""), highlight=False, soft_wrap=True)
     counts = {"done": 0, "failed": 0, "skipped": 0, "partial": 0}
     began = time.perf_counter()
@@ -328,8 +328,8 @@ def encode_text(
 
     try:
         card = get_card(model)
-        if not card.extra.get("text"):  # before any weights are fetched
-            with_text = ", ".join(n for n in list_models() if get_card(n).extra.get("text"))
+        if not card.text:  # before any weights are fetched
+            with_text = ", ".join(n for n in list_models() if get_card(n).text)
             _fail(f"model {card.name} has no text encoder; models with one: {with_text}")
         loaded = load_model(model, weights=weights, device=device)
     except (ValueError, WeightsError, RuntimeError) as error:
@@ -398,10 +398,15 @@ def models(family: Optional[str] = typer.Option(None, help="Only this family."))
         table.add_column(column, overflow="fold")
     for name in names:
         card = get_card(name)
-        options = "; ".join(f"{k}: {'|'.join(map(str, v))}" for k, v in card.extra.get("options", {}).items())
+        options = "; ".join(f"{k}: {'|'.join(map(str, v))}" for k, v in card.options.items())
         table.add_row(name, card.family, card.input, str(card.embed_dim), describe_sampling(card),
                       ", ".join(w.name for w in card.weights) or "none published (--weights PATH)", options)
     Console(width=max(160, Console().width)).print(table)
+
+
+def _describe(model) -> str:
+    """How a model of a run (a spec.ModelSpec) sees a video, in words."""
+    return model.preprocess.describe() if model.input == "audio" else model.sampling.describe()
 
 
 def describe_sampling(card, spec=None) -> str:

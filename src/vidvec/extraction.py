@@ -17,16 +17,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoints import WeightsError
 from .clips import Slot
-from .ledger import (CLAIM_LEASE_S, Claimer, Fingerprint, Ledger, LedgerError, file_fingerprint, run_owner,
-                     settings_hash)
+from .ledger import CLAIM_LEASE_S, Claimer, Fingerprint, Ledger, LedgerError, file_fingerprint, run_owner
 from .local import DecodeOptions, local_events
-from .registry import ModelCard, get_card
+from .registry import ModelCard
 from .runner import DTYPES, ModelOptions, ModelRunner, VideoResult
 from .sampling import SamplingSpec
 from .sinks import LAYOUTS, FileSink, HeroSink, OutputError, PySlowFastSink, Sink, span_seconds
 from .sources import VideoSource, collect_sources
-from .weights import LoadedModel, load_model
+from .spec import ModelSpec, OutputSpec, RunSpec, SpecError, plan_model
+from .weights import DEFAULT_MODEL, LoadedModel, card_for
 from .writers import FORMATS
 
 
@@ -35,7 +36,7 @@ class ExtractError(Exception):
     be written): one line."""
 
 
-# Presets that are per model: the card's own spec under this name in ``card.extra`` (e.g. the window scheme
+# Presets that are per model: the card's own spec under this name in ``card.presets`` (e.g. the window scheme
 # v-iashin/video_features uses for that model), rather than one scheme for every model.
 MODEL_PRESETS = ("video_features",)
 
@@ -77,7 +78,7 @@ class SamplingOverrides:
         """The sampling ``card``'s model gets: its default (or its ``base`` preset) with these overrides."""
         spec = card.sampling
         if self.base is not None:
-            spec = card.extra.get(self.base)
+            spec = card.presets.get(self.base)
             if not isinstance(spec, SamplingSpec):
                 raise ExtractError(f"model {card.name} has no {self.base} preset")
         changes = {k: v for k, v in self.__dict__.items() if k != "base"}
@@ -116,43 +117,105 @@ class Outcome:
         return self.result.arrays.get("video_vector") if self.result else None
 
 
+@dataclass(frozen=True)
+class ExecutionOptions:
+    """How this machine runs a spec: the device, clips per model call, decode worker processes (0: decode in
+    this process) and FFmpeg threads per decoder (0: one per core). Not part of the settings: outputs do not
+    depend on them (up to float rounding, see README)."""
+
+    device: str = "cpu"
+    batch_size: int = 16
+    num_workers: int = 1
+    decoder_threads: int = 0
+
+
 @dataclass
 class Target:
-    """One model of a run: what it computes (model, sampling, settings), where its results go (its sink) and
-    where they are recorded (its ledger). A run with one model writes to OUT; a run with several gives each
-    its own OUT/<model> folder, each a complete output folder of its own (``vidvec status OUT/<model>`` works)."""
+    """One model of a run: what it computes (its spec, settings), where its results go (its sink) and where they
+    are recorded (its ledger); the model itself is loaded when the run starts. A run with one model writes to
+    OUT; a run with several gives each its own OUT/<model> folder, each a complete output folder of its own
+    (``vidvec status OUT/<model>`` works)."""
 
-    model: LoadedModel
-    sampling: SamplingSpec
+    spec: ModelSpec
     settings: dict
     settings_hash: str
     sink: Sink | None = None  # None: results stay in memory
     ledger: Ledger | None = field(default=None, repr=False)
+    model: LoadedModel | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
-        return self.model.card.name
+        return self.spec.name
+
+    @property
+    def sampling(self) -> SamplingSpec:
+        return self.spec.sampling
 
     @property
     def slot(self) -> Slot:
         """What this model takes from every video (the decode side's view of it)."""
-        return Slot(self.sampling, self.model.preprocess, self.model.card.input == "audio")
+        return Slot(self.spec.sampling, self.spec.preprocess, self.spec.input == "audio")
 
 
 @dataclass
 class Extraction:
-    """A prepared run: what will be processed, with which models and settings. Iterate it to run."""
+    """A prepared run: its spec, the videos, and per model its sink and ledger. Iterate it to run; the models
+    load when the first video needs them."""
 
+    spec: RunSpec
     sources: list[VideoSource]
     targets: list[Target]
-    model_options: ModelOptions
-    decode_options: DecodeOptions
+    execution: ExecutionOptions = field(default_factory=ExecutionOptions)
     retry_failed: bool = False
     on_clips: Callable[[int], None] | None = None
     # By-products that could not be written, by (video index, model index): those videos are recorded failed.
     _extra_errors: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
     # Each source file's size and mtime when the run looked at it (by video index): a changed file is redone.
     _fingerprints: dict[int, Fingerprint | None] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_spec(cls, spec: RunSpec, sources: list[VideoSource], execution: ExecutionOptions = ExecutionOptions(),
+                  retry_failed: bool = False, overwrite: bool = False, absolute_outputs: bool = False,
+                  on_clips: Callable[[int], None] | None = None) -> Extraction:
+        """Prepare ``spec`` over ``sources``: each model's sink checks its outputs (outside ``out``, colliding:
+        ExtractError before anything is created), then its ledger is opened and bound to its settings."""
+        targets = [Target(model, spec.settings(slot), spec.settings_hash(slot)) for slot, model in
+                   enumerate(spec.models)]
+        for slot, target in enumerate(targets):
+            folder = spec.folder(slot)
+            if folder is not None:
+                target.sink = _sink(spec.output, folder, sources, target, execution)
+                try:
+                    target.sink.check(sources, absolute_outputs)
+                except OutputError as error:
+                    raise ExtractError(str(error)) from None
+        for target in targets:  # only once every check passed: nothing is created for a refused run
+            if target.sink is not None:
+                target.ledger = Ledger(target.sink.out)
+                target.ledger.bind_settings(target.settings_hash, target.settings, overwrite=overwrite)
+                target.sink.clean()
+        return cls(spec, sources, targets, execution, retry_failed, on_clips)
+
+    @property
+    def model_options(self) -> ModelOptions:
+        return ModelOptions(batch_size=self.execution.batch_size, device=self.execution.device,
+                            dtype=self.spec.dtype, top_k=self.spec.top_k, logits=self.spec.logits,
+                            extras=tuple(sorted({e for m in self.spec.models for e in m.extras})))
+
+    @property
+    def decode_options(self) -> DecodeOptions:
+        return DecodeOptions(num_workers=self.execution.num_workers, decoder_threads=self.execution.decoder_threads,
+                             group=self.execution.batch_size, pin_memory=self.execution.device.startswith("cuda"),
+                             partial=self.spec.partial)
+
+    def _load_models(self) -> None:
+        """Build each model and load its weights (once); ExtractError when a checkpoint cannot be used."""
+        for target in self.targets:
+            if target.model is None:
+                try:
+                    target.model = target.spec.load(self.execution.device, self.spec.dtype)
+                except (WeightsError, SpecError, ValueError) as error:
+                    raise ExtractError(str(error)) from None
 
     def output_path(self, source: VideoSource, target: Target | None = None) -> Path:
         """Where ``source``'s output goes for ``target`` (default: the first model, which must write files)."""
@@ -188,6 +251,9 @@ class Extraction:
                     yield earlier
             if slots:
                 jobs.append((index, source, tuple(slots)))
+        if not jobs:
+            return
+        self._load_models()
         runner = ModelRunner([t.model for t in self.targets], self.model_options, self.on_clips,
                              self._save_extra if self.model_options.extras else None)
         owner = run_owner()
@@ -404,98 +470,52 @@ def prepare(
         raise ExtractError("no videos found in the given inputs")
     overrides = sampling or SamplingOverrides()
     options = {k: v for k, v in (model_options or {}).items() if v is not None}
-    loaded = [_load(name, w, options, device, dtype) for name, w in zip(names, weight_list)]
-    unused = set(options) - {k for m in loaded for k in m.card.extra.get("options", {})}
+    spec = RunSpec(tuple(_plan(name, w, options, overrides, save_flow) for name, w in zip(names, weight_list)),
+                   OutputSpec(None if out is None else os.fspath(out), layout, fmt, out_dtype), dtype=dtype,
+                   top_k=top_k, logits=logits, partial=partial)
+    unused = set(options) - {k for m in spec.models for k in _card(m).options}
     if unused:
         raise ExtractError(f"no model here takes option(s) {', '.join(sorted(unused))}")
-    if save_flow and (out is None or not any("flow" in m.module.extras for m in loaded)):
+    if save_flow and (out is None or not any(m.extras for m in spec.models)):
         raise ExtractError("--save-flow needs --out and a model that computes optical flow (i3d with streams "
                            "both or flow)")
-    root = Path(out) if out is not None else None
-    targets = []
-    for m in loaded:
-        # An audio model cuts its own examples: video sampling options do not apply to it.
-        spec = m.card.sampling if m.card.input == "audio" else overrides.apply(m.card)
-        if spec.crops > 1 and m.card.input != "audio" and m.preprocess.crop is None:
-            raise ExtractError(f"{m.card.name} takes whole frames and crops them itself; it has no --crops 3")
-        settings = _settings(m, spec, layout, fmt, dtype, out_dtype, top_k, logits, _options_for(m.card, options),
-                             save_flow and "flow" in m.module.extras)
-        targets.append(Target(m, spec, settings, settings_hash(settings)))
-    model_options = ModelOptions(batch_size=batch_size, device=device, dtype=dtype, top_k=top_k, logits=logits,
-                                 extras=("flow",) if save_flow else ())
-    decode_options = DecodeOptions(num_workers=default_workers() if num_workers is None else num_workers,
-                                   group=batch_size, pin_memory=device.startswith("cuda"), partial=partial)
-    if root is not None:
-        for target in targets:
-            target.sink = _sink(layout, root / target.name if several else root, fmt, out_dtype, sources, target,
-                                model_options)
-            try:
-                target.sink.check(sources, absolute_outputs)
-            except OutputError as error:
-                raise ExtractError(str(error)) from None
-        for target in targets:  # only once every check passed: nothing is created for a refused run
-            target.ledger = Ledger(target.sink.out)
-            target.ledger.bind_settings(target.settings_hash, target.settings, overwrite=overwrite)
-            target.sink.clean()
-    return Extraction(sources, targets, model_options, decode_options, retry_failed=retry_failed, on_clips=on_clips)
+    return Extraction.from_spec(spec, sources, ExecutionOptions(
+        device=device, batch_size=batch_size, num_workers=default_workers() if num_workers is None else num_workers),
+        retry_failed=retry_failed, overwrite=overwrite, absolute_outputs=absolute_outputs, on_clips=on_clips)
 
 
-def _sink(layout: str, out: Path, fmt: str, out_dtype: str, sources: list[VideoSource], target: Target,
-          options: ModelOptions) -> Sink:
-    if layout == "pyslowfast":
-        return PySlowFastSink(out, out_dtype, sources)
-    if layout == "hero":
-        return HeroSink(out)
-    provenance = {"weights_trust": target.model.weights_trust, "settings_hash": target.settings_hash,
-                  **target.settings, "device": options.device, "batch_size": options.batch_size}
-    return FileSink(out, fmt, out_dtype, provenance)
+def _plan(name: str | None, weights: str | os.PathLike | None, options: Mapping[str, object],
+          overrides: SamplingOverrides, save_flow: bool) -> ModelSpec:
+    """One model's spec: its card (named, or the architecture a checkpoint names), its weights file and hash,
+    its build options, sampling and by-products. Builds nothing."""
+    card = card_for(name, weights)
+    from_checkpoint = name is None and card.name != DEFAULT_MODEL
+    try:
+        build = {} if from_checkpoint else card.check_options({k: v for k, v in options.items() if k in card.options})
+    except ValueError as error:
+        raise ExtractError(str(error)) from None
+    # An audio model cuts its own examples: video sampling options do not apply to it.
+    sampling = card.sampling if card.input == "audio" else overrides.apply(card)
+    extras = card.extras_for(build) if save_flow else ()
+    model = plan_model(card, weights, sampling, build, extras, from_checkpoint)
+    if sampling.crops > 1 and card.input != "audio" and model.preprocess.crop is None:
+        raise ExtractError(f"{card.name} takes whole frames and crops them itself; it has no --crops 3")
+    return model
 
 
-def _options_for(card: ModelCard, options: Mapping[str, object]) -> dict:
-    declared = card.extra.get("options", {})
-    return {k: v for k, v in options.items() if k in declared}
+def _card(model: ModelSpec) -> ModelCard:
+    return card_for(None if model.from_checkpoint else model.name, model.weights.path)
 
 
-def _load(name: str | None, weights: str | None, options: Mapping[str, object], device: str, dtype: str
-          ) -> LoadedModel:
-    card = get_card(name) if name is not None else None
-    build = _options_for(card, options) if card is not None else {}
-    if card is not None:
-        for key, value in build.items():
-            allowed = card.extra["options"][key]
-            if value not in allowed:
-                raise ExtractError(f"model {card.name}: {key} must be one of {', '.join(map(str, allowed))}, "
-                                   f"not {value!r}")
-    return load_model(name, weights=weights, device=device, dtype=DTYPES[dtype], build_options=build)
-
-
-def _settings(loaded: LoadedModel, spec: SamplingSpec, layout: str, fmt: str, dtype: str, out_dtype: str,
-              top_k: int, logits: bool, build: dict, save_flow: bool) -> dict:
-    """What makes one model's outputs what they are: the settings an output folder is bound to (their hash is in
-    every file's provenance and in the ledger; a folder refuses a run with other ones)."""
-    settings = {
-        "model": loaded.card.name,
-        "weights": {
-            "name": loaded.weights.name if loaded.weights else ("random" if loaded.weights_path is None else "file"),
-            "sha256": loaded.weights_sha256,
-            "url": loaded.weights.url if loaded.weights else None,
-        },
-        "sampling": spec.to_dict(),
-        "preprocess": loaded.preprocess.to_dict(),
-        "latent": loaded.card.latent,
-        "dtype": dtype,
-        "format": fmt,
-        "out_dtype": out_dtype,
-        "top_k": top_k,
-        "logits": bool(logits or top_k),
-    }
-    if build:  # only then: folders made before model options existed keep their settings hash
-        settings["model_options"] = dict(sorted(build.items()))
-    if save_flow:  # (the same)
-        settings["save_flow"] = True
-    if layout != "vidvec":  # (the same, for layouts)
-        settings["layout"] = layout
-    return settings
+def _sink(output: OutputSpec, folder: Path, sources: list[VideoSource], target: Target,
+          execution: ExecutionOptions) -> Sink:
+    if output.layout == "pyslowfast":
+        return PySlowFastSink(folder, output.out_dtype, sources)
+    if output.layout == "hero":
+        return HeroSink(folder)
+    provenance = {"weights_trust": target.spec.weights.trust, "settings_hash": target.settings_hash,
+                  **target.settings, "device": execution.device, "batch_size": execution.batch_size}
+    return FileSink(folder, output.format, output.out_dtype, provenance)
 
 
 def extract(inputs: Sequence[str | Path] | str | Path = (), model: str | None = None,

@@ -23,15 +23,13 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from torch import Tensor, nn
 
     from vidvec.audio import AudioFrontend
@@ -73,6 +71,9 @@ class Weights:
     package_file: Callable[[], Path] | None = None   # weights shipped inside an installed package
     package: str | None = None             # the pip package that ships package_file, for error messages
     cache_name: str | None = None          # the file's name in vidvec's cache when the URL's last part is ambiguous
+    # Files these weights need besides their own (I3D's flow stream and RAFT, VGGish's PCA, S3D's dictionary),
+    # fetched the same way when the model loads.
+    companions: tuple[Weights, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.url is None and self.package_file is None:
@@ -127,7 +128,16 @@ class ModelCard:
     load_state: Callable[[nn.Module, Mapping[str, Tensor], str], None] | None = field(default=None, compare=False)
     preprocess: Preprocess | None = None             # for cards without weights entries
     categories: tuple[str, ...] | None = None        # for cards without weights entries
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # family-specific data
+    # Build options the model takes, each with its allowed values (the first is the default): I3D's streams.
+    options: Mapping[str, tuple[Any, ...]] = field(default_factory=dict, compare=False, hash=False)
+    # Window schemes of other tools for this model, by preset name (``--preset video_features``).
+    presets: Mapping[str, SamplingSpec] = field(default_factory=dict, compare=False, hash=False)
+    text: bool = False  # has a text tower (``module.encode_text``) into the same space as its vectors
+    # The vector's size when an option changes it: {option: {value: dim}} (I3D's streams rgb: 1024).
+    option_dims: Mapping[str, Mapping[Any, int]] = field(default_factory=dict, compare=False, hash=False)
+    # By-products the model can hand out besides the vector, and the option values they need: {"flow":
+    # {"streams": ("both", "flow")}} (none of the values listed: no such by-product).
+    extras: Mapping[str, Mapping[str, tuple[Any, ...]]] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.input not in ("video", "image", "audio"):
@@ -140,6 +150,36 @@ class ModelCard:
             raise ValueError(f"model {self.name} has duplicate weights names: {names}")
         if self.embed_dim < 1:
             raise ValueError(f"model {self.name}: embed_dim must be positive")
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` (None values dropped) if this model takes each with that value, else ValueError (one
+        line)."""
+        given = {k: v for k, v in options.items() if v is not None}
+        for key, value in given.items():
+            if key not in self.options:
+                takes = f"; it takes {', '.join(self.options)}" if self.options else ""
+                raise ValueError(f"model {self.name} has no option {key}{takes}")
+            if value not in self.options[key]:
+                raise ValueError(f"model {self.name}: {key} must be one of "
+                                 f"{', '.join(map(str, self.options[key]))}, not {value!r}")
+        return given
+
+    def _with_defaults(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        return {**{k: values[0] for k, values in self.options.items()}, **options}
+
+    def embed_dim_for(self, options: Mapping[str, Any] = {}) -> int:
+        """The vector's size with these build options."""
+        chosen = self._with_defaults(options)
+        for key, dims in self.option_dims.items():
+            if chosen.get(key) in dims:
+                return dims[chosen[key]]
+        return self.embed_dim
+
+    def extras_for(self, options: Mapping[str, Any] = {}) -> tuple[str, ...]:
+        """The by-products the model built with these options hands out."""
+        chosen = self._with_defaults(options)
+        return tuple(name for name, needs in self.extras.items()
+                     if all(chosen.get(key) in values for key, values in needs.items()))
 
     @property
     def default_weights(self) -> Weights | None:

@@ -60,9 +60,9 @@ def load_model(name: str | None, weights: str | os.PathLike | None = None, devic
 
     ``name`` None: the architecture a checkpoint file ``weights`` names itself (e.g. the cfg a PySlowFast
     ``.pyth`` embeds, see ``registry.card_from_checkpoint``), else :data:`DEFAULT_MODEL`.
-    ``build_options`` go to the card's ``build`` (options it declares in ``card.extra["options"]``).
+    ``build_options`` go to the card's ``build`` (options it declares in ``card.options``).
     """
-    card = _card_for(name, weights)
+    card = card_for(name, weights)
     entry, path = resolve(card, weights, progress)
     # User checkpoints and random init use the default entry's preprocessing and categories.
     preprocess, categories = card.preprocess_for(entry), card.categories_for(entry)
@@ -98,7 +98,9 @@ class _RandomInitSkipped(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _card_for(name: str | None, weights: str | os.PathLike | None) -> ModelCard:
+def card_for(name: str | None, weights: str | os.PathLike | None) -> ModelCard:
+    """The card of model ``name``; without a name, the architecture a checkpoint file ``weights`` names itself
+    (a PySlowFast ``.pyth`` with its cfg), else :data:`DEFAULT_MODEL`."""
     if name is not None:
         return get_card(name)
     if weights is not None and os.fspath(weights) not in ("random", "default"):

@@ -129,7 +129,8 @@ def _card(name: str, arch: str, hf_repo: str, openai_file: str, embed_dim: int, 
         description=description,
         read_checkpoint=read_checkpoint,
         load_state=load_state,
-        extra={"open_clip_arch": arch, "video_features": VIDEO_FEATURES_FRAMES, "text": True},
+        presets={"video_features": VIDEO_FEATURES_FRAMES},
+        text=True,
     )
 
 

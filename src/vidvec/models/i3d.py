@@ -37,6 +37,7 @@ This module is the card and its checkpoint hooks (no torch at import); the netwo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,15 +102,16 @@ def _raft(enum: str, name: str) -> Weights:
                    num_params=tv["num_params"], metrics=dict(tv["metrics"]), source=f"torchvision {enum}.{name}")
 
 
-# The default entry is the RGB file; loading it fetches the companions the model needs (see load_state).
-# num_params: the whole default model (RGB 12,697,264 + flow 12,675,312 + RAFT large 5,257,536).
-KINETICS400_HASSONY2 = _hassony2("KINETICS400_HASSONY2", "model_rgb.pth", "RGB", 30_630_112)
 FLOW_WEIGHTS = _hassony2("KINETICS400_HASSONY2_FLOW", "model_flow.pth", "flow", 12_675_312)
 RAFT_WEIGHTS = {
     # C_T_SKHT_V1 is the original RAFT's raft-sintel.pth (torchvision ported it), video_features' flow.
     "raft_large": _raft("Raft_Large_Weights", "C_T_SKHT_V1"),
     "raft_small": _raft("Raft_Small_Weights", "C_T_V2"),
 }
+# The default entry is the RGB file; loading it fetches the companions the model needs (see load_state).
+# num_params: the whole default model (RGB 12,697,264 + flow 12,675,312 + RAFT large 5,257,536).
+KINETICS400_HASSONY2 = replace(_hassony2("KINETICS400_HASSONY2", "model_rgb.pth", "RGB", 30_630_112),
+                               companions=(FLOW_WEIGHTS, *RAFT_WEIGHTS.values()))
 
 _STREAM_KEY = "conv3d_1a_7x7.conv3d.weight"  # its input channels tell an RGB file (3) from a flow file (2)
 
@@ -162,11 +164,8 @@ def i3d() -> ModelCard:
                     "video_features uses it, optical flow from torchvision's RAFT computed on the fly",
         read_checkpoint=read_checkpoint,
         load_state=load_state,
-        extra={
-            "video_features": SamplingSpec("windows", fps=None, clip_len=65, stride=64, rule="video_features"),
-            "streams": STREAMS,
-            "options": OPTIONS,
-            "embed_dims": {"both": 2 * EMBED_DIM, "rgb": EMBED_DIM, "flow": EMBED_DIM},
-            "companions": (FLOW_WEIGHTS, *RAFT_WEIGHTS.values()),
-        },
+        options=OPTIONS,
+        presets={"video_features": SamplingSpec("windows", fps=None, clip_len=65, stride=64, rule="video_features")},
+        option_dims={"streams": {"both": 2 * EMBED_DIM, "rgb": EMBED_DIM, "flow": EMBED_DIM}},
+        extras={"flow": {"streams": ("both", "flow")}},
     )

@@ -151,7 +151,7 @@ def s3d_kinetics400() -> ModelCard:
                "classifier conv, as video_features' S3D features), 1024-d",
         description="S3D (Xie et al. 2018), Kinetics-400, kylemin/S3D weights (those of video_features)",
         read_checkpoint=read_kylemin_checkpoint,
-        extra={"video_features": SamplingSpec(**windows, rule="video_features")},
+        presets={"video_features": SamplingSpec(**windows, rule="video_features")},
     )
 
 
@@ -250,6 +250,7 @@ def s3d_howto100m() -> ModelCard:
         metrics={},
         source="antoine77340/S3D_HowTo100M (MIL-NCE, Miech et al. CVPR 2020), PyTorch port of the TF-Hub "
                "deepmind/mil-nce/s3d model; needs its s3d_dict.npy, fetched alongside",
+        companions=(S3D_DICT,),
     )
     return ModelCard(
         name="s3d_howto100m",
@@ -264,5 +265,5 @@ def s3d_howto100m() -> ModelCard:
         description="S3D-G trained with MIL-NCE on HowTo100M (Miech et al. 2020): video and text embeddings",
         read_checkpoint=read_howto100m_checkpoint,
         load_state=load_howto100m_state,
-        extra={"companions": (S3D_DICT,), "text": True},
+        text=True,
     )

@@ -49,7 +49,7 @@ def _card(name: str, enum: str, embed_dim: int, head: str, latent: str, descript
         sampling=FRAMES_NATIVE,
         latent=latent,
         description=description,
-        extra={"video_features": VIDEO_FEATURES_FRAMES},
+        presets={"video_features": VIDEO_FEATURES_FRAMES},
     )
 
 

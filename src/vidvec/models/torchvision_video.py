@@ -41,7 +41,7 @@ def _windows(fps: float, clip_len: int) -> SamplingSpec:
 
 def _card(name: str, enum: str, embed_dim: int, fps: float, clip_len: int, head: str, latent: str,
           description: str, license: str | None = None, volume_head: bool = False,
-          card_extra: dict | None = None) -> ModelCard:
+          presets: dict | None = None) -> ModelCard:
     extra = {"license": license} if license else {}
     return ModelCard(
         name=name,
@@ -53,7 +53,7 @@ def _card(name: str, enum: str, embed_dim: int, fps: float, clip_len: int, head:
         sampling=_windows(fps, clip_len),
         latent=latent,
         description=description,
-        extra=card_extra or {},
+        presets=presets or {},
     )
 
 
@@ -77,7 +77,7 @@ def r2plus1d_18() -> ModelCard:
     # video_features' r2plus1d_18_16_kinetics: stacks of 16 frames every 16 at the native rate.
     return _card("r2plus1d_18", "R2Plus1D_18_Weights", 512, 15, 16, "fc", _RESNET_LATENT,
                  "R(2+1)D-18 (Tran et al. 2018), Kinetics-400, 112x112 clips",
-                 card_extra={"video_features": SamplingSpec("windows", clip_len=16, stride=16, rule="video_features")})
+                 presets={"video_features": SamplingSpec("windows", clip_len=16, stride=16, rule="video_features")})
 
 
 @register_model

@@ -31,6 +31,7 @@ by ``build_vggish``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -134,7 +135,8 @@ def load_vggish_state(module: nn.Module, state: Mapping[str, Tensor], source: st
 
 @register_model
 def vggish() -> ModelCard:
-    entry = _release_file("AUDIOSET_V1", "vggish-10086976.pth", 72141184, _SOURCE)
+    # companions: files the weights need besides their own (the PCA params, with postprocess=True)
+    entry = replace(_release_file("AUDIOSET_V1", "vggish-10086976.pth", 72141184, _SOURCE), companions=(PCA_PARAMS,))
     return ModelCard(
         name="vggish",
         family=FAMILY,
@@ -147,6 +149,5 @@ def vggish() -> ModelCard:
                "build(postprocess=True) AudioSet's PCA + 8-bit quantisation (0..255)",
         description="VGGish (Hershey et al. 2017), AudioSet, 16 kHz mono log-mel 96x64 per 0.96 s of sound",
         load_state=load_vggish_state,
-        # companions: files the weights need besides their own (the PCA params, with postprocess=True)
-        extra={"companions": (PCA_PARAMS,), "options": {"postprocess": (False, True)}},
+        options={"postprocess": (False, True)},
     )

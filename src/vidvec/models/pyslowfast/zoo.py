@@ -233,8 +233,7 @@ def _card(name: str, cfg: CfgNode, weights: tuple[Weights, ...], description: st
     return ModelCard(name=name, family=FAMILY, input="video", build=build, weights=weights,
                      embed_dim=latent_dim(cfg), sampling=spec, latent=latent_description(cfg),
                      description=description, read_checkpoint=read_checkpoint, load_state=load_state,
-                     preprocess=None if weights else preprocess, categories=None if weights else categories,
-                     extra={"cfg": cfg})
+                     preprocess=None if weights else preprocess, categories=None if weights else categories)
 
 
 def zoo_card(entry: ZooEntry) -> ModelCard:
