@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install vidvec with its test tools into it. Idempotent.
+# Create .venv (if missing) and install vidvec with its test tools into it. Idempotent; does nothing when
+# .venv was set up from the same pyproject.toml and this script (a stamp in .venv records their hash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+stamp=".venv/.vidvec-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && .venv/bin/python -c "import vidvec" 2>/dev/null; then
+  exit 0
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
@@ -11,3 +16,5 @@ python -m pip install --quiet --upgrade pip
 # torch/torchvision first and pinned: this machine's disk carries exactly these wheels.
 python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 python -m pip install --quiet -e ".[test]"
+rm -f .venv/.vidvec-setup-*
+touch "$stamp"

@@ -453,6 +453,7 @@ def test_native_fps_on_a_variable_frame_rate_video_takes_every_frame_once(tmp_pa
 # ------------------------------------------------------------------------------------------ 19. signals
 
 
+@pytest.mark.slow
 def test_sigterm_and_sighup_say_how_to_resume(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()

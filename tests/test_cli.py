@@ -39,6 +39,7 @@ def test_models_lists_names_dims_and_weights():
         assert text in result.stdout
 
 
+@pytest.mark.slow
 def test_extract_status_inspect_and_exit_codes(folder, tmp_path):
     out = tmp_path / "feats"
     result = vidvec("extract", folder, "--out", out, "--fps", 2, "--num-workers", 0, check=0)
@@ -66,6 +67,7 @@ def test_extract_status_inspect_and_exit_codes(folder, tmp_path):
     assert "fps" in clash.stderr and "Traceback" not in clash.stderr
 
 
+@pytest.mark.slow
 def test_usage_errors_are_one_line(tmp_path, folder):
     unknown = vidvec("extract", folder, "--out", tmp_path / "o", "--model", "nope", check=2)
     assert "unknown model" in unknown.stderr and "Traceback" not in unknown.stderr
@@ -75,6 +77,8 @@ def test_usage_errors_are_one_line(tmp_path, folder):
     assert "no vidvec ledger" in missing.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # whole runs in subprocesses: minutes on a slow machine
 def test_sigkill_mid_run_then_resume_finishes_every_video_once(tmp_path, shared_dir):
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -123,6 +127,7 @@ def test_sigkill_mid_run_then_resume_finishes_every_video_once(tmp_path, shared_
         np.testing.assert_allclose(read_features(path)[0]["features"], reference, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(folder, tmp_path):
     """On a terminal stderr shows a live bar with videos done/total, clips/s and the ETA."""
     import pty
@@ -147,6 +152,7 @@ def test_progress_bar_on_a_terminal(folder, tmp_path):
     assert "] done " not in screen  # the per-video plain lines are for non-terminals
 
 
+@pytest.mark.slow
 def test_several_models_write_one_folder_each_and_report_per_model(tmp_path, shared_dir):
     videos = shared_dir / "assets" / "videos"
     out = tmp_path / "out"
@@ -168,6 +174,7 @@ def test_several_models_write_one_folder_each_and_report_per_model(tmp_path, sha
     assert mismatch.returncode == 2 and "1 --weights for 2 models: give one per model" in mismatch.stderr
 
 
+@pytest.mark.slow
 def test_encode_text_prints_or_writes_vectors(tmp_path):
     import json
 

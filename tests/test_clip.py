@@ -129,6 +129,7 @@ def test_build_refuses_a_classifier() -> None:
         clip_models.build_clip("ViT-B-32-quickgelu", num_classes=400)
 
 
+@pytest.mark.slow
 def test_safetensors_checkpoint_loads_through_load_model(reference, tmp_path: Path) -> None:
     path = tmp_path / "open_clip_model.safetensors"
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))

@@ -18,6 +18,8 @@ from vidvec.writers import read_features
 VIDVEC = [sys.executable, "-m", "vidvec.cli"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # whole runs in subprocesses: minutes on a slow machine
 def test_two_processes_on_the_same_inputs_do_each_video_once(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()

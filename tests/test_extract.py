@@ -74,6 +74,7 @@ def test_in_memory_results_without_output_folder(shared_dir):
     assert outcome.features.shape == (2, 1280) and outcome.timestamps.shape == (2, 2)
 
 
+@pytest.mark.slow
 def test_workers_give_the_same_features_as_inline_decoding(videos):
     inline = {str(o.source.path): o.features for o in run([videos], None, num_workers=0, batch_size=3)}
     parallel = {str(o.source.path): o.features for o in run([videos], None, num_workers=2, batch_size=5)}
@@ -131,6 +132,7 @@ def test_bad_videos_fail_alone_with_reasons(videos, tmp_path):
     assert sorted(o.status for o in retry) == ["failed"] * 3 + ["skipped"] * 3
 
 
+@pytest.mark.slow
 def test_top_k_names_the_soccer_ball(shared_dir):
     """Real weights through the whole pipeline (decode, resize, crop, normalise): the issue's sanity check."""
     videos = sorted((shared_dir / "assets" / "videos").glob("v_SoccerJuggling_*.avi"))
@@ -213,6 +215,7 @@ def test_bfloat16_compute_stays_close_to_float32(shared_dir):
     assert not np.array_equal(a, b)  # the dtype really was used
 
 
+@pytest.mark.slow
 def test_window_presets(shared_dir):
     hero = SamplingOverrides.preset("hero")
     assert (hero.kind, hero.fps, hero.clip_len, hero.stride_seconds, hero.rule, hero.sampling_rate) == (

@@ -242,6 +242,7 @@ def test_flow_region_crop_runs_raft_on_the_crop_alone() -> None:
     assert not torch.equal(whole_frame.flow_input(x), expected)  # the default crops the padded frame's flow
 
 
+@pytest.mark.slow
 def test_two_videos_of_different_sizes_run_whole_frames_in_one_run(shared_dir: Path) -> None:
     import vidvec
     from vidvec.clips import Clip, Slot
@@ -357,6 +358,7 @@ def test_default_weights_fetch_their_companions_offline(offline_home: Path, tiny
         load_model("i3d", build_options={"flow": "raft_small"})
 
 
+@pytest.mark.slow
 def test_merged_user_file_and_mismatches(tmp_path: Path, tiny: i3d_net.TwoStreamI3D) -> None:
     merged = tmp_path / "my_i3d.pth"
     torch.save(tiny.state_dict(), merged)

@@ -173,6 +173,7 @@ def preprocessed(frames: np.ndarray, pp) -> torch.Tensor:
     return pp.normalize(torch.from_numpy(crop)[None], video=False)
 
 
+@pytest.mark.slow
 def test_efficientnet_real_weights_see_soccer_ball(shared_dir, capsys):
     # shared_dir (conftest): VIDVEC_SHARED or <repo>/../shared; missing material fails, never skips.
     videos = shared_dir / "assets" / "videos"

@@ -33,6 +33,7 @@ def _extract(videos, models, out, weights, **options):
                                sampling=SamplingOverrides(fps=2.0), **options))
 
 
+@pytest.mark.slow
 def test_several_models_decode_each_video_once_and_equal_single_runs(videos, tmp_path, r21d_checkpoint,
                                                                       monkeypatch):
     opened = []

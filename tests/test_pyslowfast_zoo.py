@@ -204,6 +204,7 @@ def test_caffe2_pkl_without_model_asks_for_one(fixtures):
         load_model(None, weights=fixtures / "ckpt" / "slowfast_r50_8x8_w8.c2.pkl")
 
 
+@pytest.mark.slow
 def test_card_with_wrong_width_gives_one_clear_error(fixtures, one_video, tmp_path):
     pkl = fixtures / "ckpt" / "slowfast_r50_8x8_w8.c2.pkl"
     result = vidvec_cli("extract", one_video, "--model", "Kinetics/c2/SLOWFAST_8x8_R50", "--weights", pkl,
@@ -223,6 +224,7 @@ def test_card_without_published_weights_needs_a_file():
 # ------------------------------------------------------------------------------------------ end to end
 
 
+@pytest.mark.slow
 def test_extract_pyth_without_model_end_to_end(fixtures, one_video, tmp_path):
     pyth = fixtures / "ckpt" / "slowfast_r50_8x8_w8.pyth"
     out = tmp_path / "out"
@@ -238,6 +240,7 @@ def test_extract_pyth_without_model_end_to_end(fixtures, one_video, tmp_path):
     assert prov["weights"] == {"name": "file", "sha256": sha256_file(pyth), "url": None}
 
 
+@pytest.mark.slow
 def test_x3d_pyslowfast_layout_end_to_end(fixtures, one_video, tmp_path):
     pyth = fixtures / "ckpt" / "x3d_xs.pyth"
     ledger = tmp_path / "ledger"

@@ -26,6 +26,8 @@ def _run(video, out, **options):
     return outcome
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # RAFT on the CPU: minutes on a slow machine
 def test_flow_is_saved_only_when_asked_and_is_what_the_flow_stream_saw(video, tmp_path):
     plain = _run(video, tmp_path / "plain")
     assert [p.name for p in (tmp_path / "plain").iterdir() if not p.name.startswith("vidvec-ledger")] == [

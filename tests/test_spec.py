@@ -71,6 +71,7 @@ def test_planning_builds_and_loads_no_model(video, tmp_path, monkeypatch):
     assert run.spec.models[1].weights.sha256 == "random" and all(t.model is None for t in run.targets)
 
 
+@pytest.mark.slow
 def test_a_spec_from_json_runs_elsewhere_with_the_same_vectors(video, tmp_path):
     """What a cluster driver does: plan here, ship the JSON, run it in another process."""
     planned = prepare([video], "efficientnet_lite0", tmp_path / "here", num_workers=0)

@@ -275,6 +275,7 @@ def test_checkpoint_load_skips_random_init(tmp_path):
     assert not torch.equal(torch.rand(4), expected_draw), "random weights must still be initialised"
 
 
+@pytest.mark.slow
 def test_clip_built_without_init_loads_its_checkpoint(tmp_path):
     from safetensors.torch import save_file
 
