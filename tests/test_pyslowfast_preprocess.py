@@ -179,7 +179,7 @@ def test_resize_and_crop_boxes_match_every_view(fixtures, key, video):
 
 
 def test_pyslowfast_geometry_rules():
-    pre = Preprocess(resize=(256,), crop=(256, 256), mean=(0, 0, 0), std=(1, 1, 1), layout="pyslowfast")
+    pre = Preprocess(resize=(256,), crop=(256, 256), mean=(0, 0, 0), std=(1, 1, 1), geometry="pyslowfast")
     assert pre.resized_size(256, 340) == (256, 340)  # short side already right: untouched
     assert pre.resized_size(360, 480) == (256, 341)  # floor, not round
     assert pre.resized_size(640, 360) == (455, 256)
@@ -190,7 +190,7 @@ def test_pyslowfast_geometry_rules():
 def test_torch_resize_is_pyslowfast_interpolate():
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (3, 24, 32, 3), dtype=np.uint8)
-    pre = Preprocess(resize=(20,), crop=(20, 20), mean=(0, 0, 0), std=(1, 1, 1), layout="pyslowfast",
+    pre = Preprocess(resize=(20,), crop=(20, 20), mean=(0, 0, 0), std=(1, 1, 1), geometry="pyslowfast",
                      resize_backend="torch")
     assert pre.decoder_size is None
     out = pre.resize_frames(frames)

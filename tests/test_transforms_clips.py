@@ -23,7 +23,7 @@ SIZES = [(256, 340), (240, 432), (432, 240), (360, 480), (720, 1280), (480, 854)
 def test_torchvision_layout_is_torchvisions_resize_and_center_crop(height, width):
     import torchvision.transforms as T
 
-    pre = Preprocess(resize=(224,), crop=(224, 224), mean=(0,) * 3, std=(1,) * 3, layout="torchvision")
+    pre = Preprocess(resize=(224,), crop=(224, 224), mean=(0,) * 3, std=(1,) * 3, geometry="torchvision")
     frame = torch.arange(height * width, dtype=torch.float64).reshape(1, height, width)
     resized = T.Resize(224, antialias=False)(frame)
     assert pre.resized_size(height, width) == tuple(resized.shape[1:])
@@ -38,7 +38,7 @@ def test_torchvision_layout_is_torchvisions_resize_and_center_crop(height, width
 def test_video_features_layout_is_its_i3d_resize_and_crop(height, width):
     # video_features' ResizeImproved: the short side becomes s and the other int(s * other / short);
     # TensorCenterCrop: offsets (dim - crop) // 2.
-    pre = Preprocess(resize=(256,), crop=(224, 224), mean=(0,) * 3, std=(1,) * 3, layout="video_features")
+    pre = Preprocess(resize=(256,), crop=(224, 224), mean=(0,) * 3, std=(1,) * 3, geometry="video_features")
     expected = (int(256 * height / width), 256) if width < height else (256, int(256 * width / height))
     if min(height, width) == 256:
         expected = (height, width)
@@ -63,7 +63,7 @@ def test_video_features_tensor_layout_is_its_s3d_resize_and_crop(height, width):
     from vidvec.registry import get_card
 
     pre = get_card("s3d_kinetics400").default_weights.preprocess
-    assert pre.layout == "video_features_tensor"
+    assert pre.geometry == "video_features_tensor"
     frames = np.random.default_rng(height * width).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
     ours = pre.crop_frames(pre.resize_frames(frames))[0]
     theirs = _video_features_tensor_transforms(torch.from_numpy(frames).permute(0, 3, 1, 2).double(), 224)
@@ -75,7 +75,7 @@ def test_video_features_tensor_layout_is_its_s3d_resize_and_crop(height, width):
 
 def test_video_features_tensor_layout_needs_torch_and_a_short_side():
     with pytest.raises(ValueError, match="video_features_tensor"):
-        Preprocess(resize=(224,), crop=(224, 224), mean=(0,) * 3, std=(1,) * 3, layout="video_features_tensor")
+        Preprocess(resize=(224,), crop=(224, 224), mean=(0,) * 3, std=(1,) * 3, geometry="video_features_tensor")
 
 
 def test_three_crops_follow_the_long_side():
@@ -197,7 +197,7 @@ def test_grouped_starts_a_new_group_when_the_clip_shape_changes():
 
 
 def test_no_crop_hands_the_resized_frame_whole():
-    pre = Preprocess(resize=(256,), crop=None, mean=(0.5,) * 3, std=(0.5,) * 3, layout="video_features")
+    pre = Preprocess(resize=(256,), crop=None, mean=(0.5,) * 3, std=(0.5,) * 3, geometry="video_features")
     frames = np.random.default_rng(0).integers(0, 256, (3, 256, 460, 3), dtype=np.uint8)
     (whole,) = pre.crop_frames(frames)
     assert whole.shape == frames.shape and np.array_equal(whole, frames)

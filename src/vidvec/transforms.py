@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 # Fields added after the first release: to_dict() lists them only when they differ from their defaults, so the
 # settings hash of a preprocessing that does not use them is what it was before they existed.
-_NEW_FIELDS = ("layout", "single_crop", "resize_backend")
-_LAYOUTS = ("vidvec", "torchvision", "video_features", "video_features_tensor", "pyslowfast")
+_NEW_FIELDS = ("geometry", "single_crop", "resize_backend")
+GEOMETRIES = ("vidvec", "torchvision", "video_features", "video_features_tensor", "pyslowfast")
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Preprocess:
     Pixels are divided by ``scale`` and then normalised with ``mean``/``std`` per channel,
     in ``channel_order`` (the model's, after any RGB to BGR swap).
 
-    ``layout`` is whose geometry a short-side resize and the crop follow (they differ by a pixel on many sizes):
+    ``geometry`` is whose pixel rules a short-side resize and the crop follow (they differ by a pixel on many sizes):
     ``"vidvec"`` rounds the long side and floors the crop offset; ``"torchvision"`` (``transforms.Resize`` and
     ``CenterCrop``, which open_clip and timm use too) truncates int(s * long / short) and rounds the offset
     half to even; ``"video_features"`` (its I3D's ``ResizeImproved`` and ``TensorCenterCrop``) truncates and
@@ -58,29 +58,34 @@ class Preprocess:
     channel_order: Literal["RGB", "BGR"] = "RGB"
     scale: float = 255.0
     interpolation: str = "bilinear"
-    layout: Literal["vidvec", "torchvision", "video_features", "video_features_tensor", "pyslowfast"] = "vidvec"
+    geometry: Literal["vidvec", "torchvision", "video_features", "video_features_tensor", "pyslowfast"] = "vidvec"
     single_crop: int = 1
     resize_backend: Literal["decoder", "torch"] = "decoder"
 
     def __post_init__(self) -> None:
-        if self.layout not in _LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(_LAYOUTS)}, not {self.layout!r}")
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}, not {self.geometry!r}")
         if self.single_crop not in (0, 1, 2):
             raise ValueError(f"single_crop must be 0, 1 or 2, not {self.single_crop!r}")
         if self.resize_backend not in ("decoder", "torch"):
             raise ValueError(f"resize_backend must be decoder or torch, not {self.resize_backend!r}")
-        if self.layout == "video_features_tensor" and (self.resize_backend != "torch" or len(self.resize) != 1):
-            raise ValueError("layout video_features_tensor scales the short side in torch: it needs "
+        if self.geometry == "video_features_tensor" and (self.resize_backend != "torch" or len(self.resize) != 1):
+            raise ValueError("geometry video_features_tensor scales the short side in torch: it needs "
                              "resize_backend='torch' and resize=(s,)")
         if self.resize_backend == "decoder" and self.interpolation not in SWSCALE_FILTERS:
             raise ValueError(f"the decoder resizes with {sorted(SWSCALE_FILTERS)}, not {self.interpolation!r} "
                              f"(resize_backend='torch' takes torch's modes)")
 
     def to_dict(self) -> dict:
+        """The preprocessing as settings (part of a run's settings hash): fields added after the first release
+        only when they are not their default, and ``geometry`` under its first name, ``layout``, so that folders
+        made before the rename keep their hash."""
         out = asdict(self)
         for name in _NEW_FIELDS:
             if out[name] == _DEFAULTS[name]:
                 del out[name]
+        if "geometry" in out:
+            out["layout"] = out.pop("geometry")
         return out
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
@@ -88,10 +93,10 @@ class Preprocess:
         if len(self.resize) == 2:
             return int(self.resize[0]), int(self.resize[1])
         short = int(self.resize[0])
-        if self.layout == "video_features_tensor":
+        if self.geometry == "video_features_tensor":
             factor = self._scale_factor(height, width)
             return int(math.floor(height * factor)), int(math.floor(width * factor))
-        if self.layout == "pyslowfast":
+        if self.geometry == "pyslowfast":
             # random_short_side_scale_jitter: nothing to do when the short side is already s; otherwise
             # floor((float(long) / short) * s), evaluated in that order.
             if (width <= height and width == short) or (height <= width and height == short):
@@ -99,7 +104,7 @@ class Preprocess:
             if width < height:
                 return int(math.floor((float(height) / width) * short)), short
             return short, int(math.floor((float(width) / height) * short))
-        if self.layout in ("torchvision", "video_features"):
+        if self.geometry in ("torchvision", "video_features"):
             if height <= width:
                 return short, max(1, int(short * width / height))
             return max(1, int(short * height / width)), short
@@ -124,7 +129,7 @@ class Preprocess:
             return frames
         x = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, height, width, 3)
         x = x.permute(0, 3, 1, 2).to(torch.float32)
-        if self.layout == "video_features_tensor":
+        if self.geometry == "video_features_tensor":
             y = F.interpolate(x, scale_factor=self._scale_factor(height, width), mode=self.interpolation,
                               align_corners=False, recompute_scale_factor=False)
         else:
@@ -143,9 +148,9 @@ class Preprocess:
                 raise ValueError(f"{crops} crops need a crop size; this model takes whole frames (it crops itself)")
             return [(0, 0, height, width)]
         ch, cw = min(self.crop[0], height), min(self.crop[1], width)
-        if self.layout == "pyslowfast":
+        if self.geometry == "pyslowfast":
             top, left = int(math.ceil((height - ch) / 2)), int(math.ceil((width - cw) / 2))
-        elif self.layout in ("torchvision", "video_features_tensor"):
+        elif self.geometry in ("torchvision", "video_features_tensor"):
             top, left = int(round((height - ch) / 2.0)), int(round((width - cw) / 2.0))
         else:
             top, left = (height - ch) // 2, (width - cw) // 2

@@ -103,7 +103,7 @@ def _openai_weights(hf_repo: str, openai_file: str, cache_name: str, image_size:
         sha256=None,  # not published for the safetensors mirror: recorded on first download
         license=LICENSE,
         preprocess=Preprocess(resize=(image_size,), crop=(image_size, image_size), mean=OPENAI_MEAN,
-                              std=OPENAI_STD, interpolation="bicubic", layout="torchvision"),
+                              std=OPENAI_STD, interpolation="bicubic", geometry="torchvision"),
         categories=None,
         num_params=num_params,
         metrics=metrics,

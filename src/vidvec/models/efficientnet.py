@@ -28,7 +28,7 @@ FAMILY = "efficientnet"
 
 # (pixel / 255 - 127 / 255) / (128 / 255) == (pixel - 127) / 128, the TF Lite models' training input.
 LITE_PREPROCESS = Preprocess(resize=(256,), crop=(224, 224), mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
-                             interpolation="bicubic", layout="torchvision")
+                             interpolation="bicubic", geometry="torchvision")
 
 
 def lite0_weights_file() -> Path:

@@ -83,7 +83,7 @@ _LICENSE = ("MIT (hassony2/kinetics_i3d_pytorch conversion) of DeepMind's Apache
             "Kinetics-400 terms may also apply")
 # No crop here: the model takes the resized frame whole, computes flow on it and crops both streams itself.
 PREPROCESS = Preprocess(resize=(256,), crop=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                        layout="video_features")
+                        geometry="video_features")
 KINETICS400 = categories.kinetics400()
 
 

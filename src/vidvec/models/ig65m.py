@@ -45,8 +45,8 @@ PREPROCESS = Preprocess(
     # video_features resizes with torch.nn.functional.interpolate on the decoded frames, not with swscale.
     resize_backend="torch",
     # Only for its crop offsets: ceil((171 - 112) / 2) = 30 is the column video_features' round(29.5) gives;
-    # with an exact (h, w) resize this layout changes nothing else.
-    layout="pyslowfast",
+    # with an exact (h, w) resize this geometry changes nothing else.
+    geometry="pyslowfast",
 )
 
 

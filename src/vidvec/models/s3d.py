@@ -116,7 +116,7 @@ _KYLEMIN_LICENSE = "MIT (kylemin/S3D, v-iashin/video_features); Kinetics-400 ter
 # video_features resizes with torch (scale_factor 224 / short side: sizes floored, the grid set by the factor) and
 # crops at round((side - 224) / 2).
 _VIDEO_FEATURES_GEOMETRY = dict(resize=(224,), crop=(224, 224), interpolation="bilinear", resize_backend="torch",
-                                layout="video_features_tensor")
+                                geometry="video_features_tensor")
 
 
 def _kinetics400_weights(name: str, mean: float, std: float, note: str) -> Weights:

@@ -46,7 +46,7 @@ def preprocess_of(transforms: dict) -> Preprocess:
         mean=tuple(transforms["mean"]),
         std=tuple(transforms["std"]),
         interpolation=transforms["interpolation"],
-        layout="torchvision",  # the geometry of the transforms these weights were evaluated with
+        geometry="torchvision",  # the geometry of the transforms these weights were evaluated with
     )
 
 

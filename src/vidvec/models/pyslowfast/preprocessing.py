@@ -93,7 +93,7 @@ def test_time_sampling(cfg: Mapping[str, Any]) -> tuple[SamplingSpec, Preprocess
                                 crops=crops, rule="charades")
         # Frames from cv2 (BGR); one crop is idx % NUM_SPATIAL_CROPS = 0, the left/top one.
         preprocess = Preprocess(resize=(crop,), crop=(crop, crop), mean=mean, std=std, channel_order="BGR",
-                                layout="pyslowfast", single_crop=0, resize_backend="torch")
+                                geometry="pyslowfast", single_crop=0, resize_backend="torch")
         return spec, preprocess
     spec = SamplingSpec(
         kind="views",
@@ -107,5 +107,5 @@ def test_time_sampling(cfg: Mapping[str, Any]) -> tuple[SamplingSpec, Preprocess
     # Three crops: scale = crop = TEST_CROP_SIZE. One crop: scale TRAIN_JITTER_SCALES[0], centre crop.
     scale = crop if crops > 1 else int(data["TRAIN_JITTER_SCALES"][0])
     preprocess = Preprocess(resize=(scale,), crop=(crop, crop), mean=mean, std=std, channel_order="RGB",
-                            layout="pyslowfast", single_crop=1, resize_backend="torch")
+                            geometry="pyslowfast", single_crop=1, resize_backend="torch")
     return spec, preprocess
