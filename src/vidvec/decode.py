@@ -30,8 +30,7 @@ _EPS = 1e-4
 
 SizeSpec = Union[None, tuple[int, int], Callable[[int, int], tuple[int, int]]]
 # Preprocess interpolation names -> swscale's. swscale widens its filters when it shrinks, so these resize
-# like PIL's antialiased filters (bicubic measured 0.6-0.9 levels from PIL's bicubic on the shared videos'
-# frames, against 1.4-1.7 for bilinear).
+# like PIL's antialiased filters (how close: docs/benchmarks.md).
 SWSCALE_FILTERS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "area": "AREA", "nearest": "POINT"}
 
 
@@ -417,7 +416,7 @@ class VideoDecoder:
             if ticks_per_frame.denominator != 1 and half_tick <= 0.1 / float(rate):
                 self._tolerance = max(_EPS, 1.01 * half_tick)
         # Reformatters are kept per output so their SwsContext stays cached: frame.to_ndarray(width=...)
-        # builds a new one per call, measured 5-10x slower than the conversion itself.
+        # builds a new one per call, which costs more than the conversion itself (docs/benchmarks.md).
         self._reformatters = {conv: (VideoReformatter(), VideoReformatter()) for conv in self._conv}
         self._scale_in_yuv = True
         # Spans (start, end; end None: to the end of the data) where frames_at found no decoded frame.
@@ -578,9 +577,9 @@ class VideoDecoder:
         w, h, interpolation = conv
         scaler, reformatter = self._reformatters[conv]
         if (frame.width, frame.height) != (w, h) and self._scale_in_yuv:
-            # Scaling in the decoder's own (planar YUV) format, then converting the small picture, measured
-            # 3x faster than swscale's scaled path straight to packed rgb24 (720p -> 455x256: 0.66 vs 2.1 ms)
-            # and differs from it by < 0.5 levels on average.
+            # Scaling in the decoder's own (planar YUV) format, then converting the small picture, is faster
+            # than swscale's scaled path straight to packed rgb24 and within half a level of it on average
+            # (docs/benchmarks.md).
             try:
                 small = scaler.reformat(frame, format=frame.format.name, width=w, height=h,
                                         interpolation=interpolation)

@@ -121,7 +121,7 @@ class Outcome:
 class ExecutionOptions:
     """How this machine runs a spec: the device, clips per model call, decode worker processes (0: decode in
     this process) and FFmpeg threads per decoder (0: one per core). Not part of the settings: outputs do not
-    depend on them (up to float rounding, see README)."""
+    depend on them (up to float rounding, see docs/usage.md#reproducibility)."""
 
     device: str = "cpu"
     batch_size: int = 16

@@ -320,7 +320,7 @@ class _HeapTrimmer:
     been freed, which keeps CPU forwards fast, but fragmentation then creeps a long run's RSS up. Trimming now
     and then bounds that, at the cost of touching the freed pages again once per interval. (Serving big blocks
     with mmap instead, M_MMAP_THRESHOLD 256 KiB, kept RSS flat too but slowed CPU forwards: page faults on every
-    activation; see README's benchmarks.)"""
+    activation; see docs/benchmarks.md.)"""
 
     def __init__(self, interval: float = 10.0) -> None:
         self.interval = interval

@@ -81,7 +81,7 @@ def load_model(name: str | None, weights: str | os.PathLike | None = None, devic
 class _RandomInitSkipped(TorchFunctionMode):
     """Inside it, torch.nn.init's random initialisers and in-place random fills leave the tensor as it is, so a
     model whose parameters a checkpoint will overwrite is built without computing random values first (most of
-    building CLIP ViT-B/32: 1.1-2.5 s down to 0.03 s on one core). Safe only because every card's loader is
+    the time of building a big model; docs/benchmarks.md). Safe only because every card's loader is
     strict: a parameter the checkpoint does not set is an error, never a silently uninitialised tensor. A
     function mode is per thread, so another thread building a model meanwhile is untouched."""
 
