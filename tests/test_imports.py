@@ -103,10 +103,11 @@ def test_every_card_is_made_without_torch():
 @pytest.mark.parametrize("argv", [["--help"], ["models"], ["models", "--family", "pyslowfast"]])
 def test_light_commands_need_no_torch(argv):
     out = _run(f"""
-        import runpy, sys
+        import sys
+        from vidvec.cli import app
         sys.argv = ["vidvec", *{argv!r}]
         try:
-            runpy.run_module("vidvec.cli", run_name="__main__")
+            app()
         except SystemExit as exit:
             assert not exit.code, exit.code
         print("modules:", [m for m in ("torch", "torchvision") if m in sys.modules])

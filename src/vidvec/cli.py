@@ -9,6 +9,7 @@ clash with the output folder, a ledger that cannot be written), 128 + N stopped 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -421,9 +422,22 @@ def describe_sampling(card, spec=None) -> str:
     return (spec or card.sampling).describe()
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def main() -> None:
+    """The ``vidvec`` command: runs it, then ends the process without tearing the interpreter down. By then every
+    file is written, synced and renamed, the ledgers are closed and the output flushed; the teardown (mostly
+    torch's) would only add time to every run (docs/benchmarks.md). An unexpected error still ends normally, with
+    its traceback."""
+    try:
+        app()
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if done.code is not None and not isinstance(done.code, int):
+            print(done.code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ records the outcome in the ledger.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -259,7 +260,8 @@ class Extraction:
         owner = run_owner()
         claimer = Claimer([t.sink.out if t.ledger else None for t in self.targets],
                           [t.settings_hash for t in self.targets], owner, self.retry_failed)
-        with _ClaimsKept([t.ledger for t in self.targets if t.ledger is not None], owner):
+        with _ClaimsKept([t.ledger for t in self.targets if t.ledger is not None], owner), \
+                contextlib.closing(claimer):
             events = local_events(jobs, [t.slot for t in self.targets], self.decode_options, claimer)
             for result in runner.run(events):
                 yield self._record(result, self.targets[result.slot])

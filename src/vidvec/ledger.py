@@ -189,6 +189,14 @@ class Claimer:
             self._ledgers[slot] = ledger
         return self._ledgers[slot]
 
+    def close(self) -> None:
+        """Close the connections this process opened (a ledger's WAL is folded back into it when its last
+        connection closes)."""
+        if self._pid == os.getpid():
+            for ledger in self._ledgers.values():
+                ledger.close()
+        self._ledgers = {}
+
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_pid": None, "_ledgers": {}}
 
