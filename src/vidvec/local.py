@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .allocator import keep_freed_memory
 from .clips import Event, Slot, VideoTaken, grouped, video_events
 from .sources import VideoSource
 
@@ -73,11 +74,16 @@ def local_events(jobs: Sequence[Job], slots: Sequence[Slot], options: DecodeOpti
                           claim=claim)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=min(options.num_workers, len(jobs)), prefetch_factor=4,
-        worker_init_fn=_quiet_worker, in_order=False, pin_memory=options.pin_memory, persistent_workers=False)
+        worker_init_fn=_worker_init, in_order=False, pin_memory=options.pin_memory, persistent_workers=False)
     return iter(loader)
 
 
-def _quiet_worker(_: int) -> None:
+def _worker_init(_: int) -> None:
+    keep_freed_memory()
+    _quiet_worker()
+
+
+def _quiet_worker() -> None:
     """In a decode worker: when the run is stopped (Ctrl-C, SIGTERM) while a batch is being handed over, the
     thread that hands file descriptors to the model process (multiprocessing's resource sharer, which reports
     through sys.excepthook) loses its connection; that is the stop, not an error worth a traceback. (The worker's

@@ -8,8 +8,6 @@ rows per slot and pools them into a :class:`VideoResult` once the video's last c
 
 from __future__ import annotations
 
-import ctypes
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ import torch
 
 from .clips import (Clip, ClipGroup, Event, Partial, VideoFailed, VideoFinished, VideoRestarted, VideoStarted,
                     VideoTaken, describe_error)
+from .allocator import HeapTrimmer, keep_freed_memory
 from .decode import VideoInfo
 from .sources import VideoSource
 from .weights import LoadedModel
@@ -171,7 +170,8 @@ class ModelRunner:
         self.on_batch, self.on_extra = on_batch, on_extra
         self._device = torch.device(options.device)
         self._dtype = DTYPES[options.dtype]
-        self._trim_heap = _HeapTrimmer()
+        self._trim_heap = HeapTrimmer()
+        keep_freed_memory()
 
     def run(self, events: Iterable[Event]) -> Iterator[VideoResult]:
         assembler = Assembler([m.categories for m in self.models], self.options.top_k)
@@ -311,28 +311,3 @@ def _top_k(logits: np.ndarray, k: int, categories: Sequence[str] | None) -> dict
         out["topk_labels"] = names[out["topk_indices"]]
         out["video_topk_labels"] = names[out["video_topk_indices"]]
     return out
-
-
-class _HeapTrimmer:
-    """Hands the heap's free memory back to the OS (glibc's malloc_trim) at most every ``interval`` seconds.
-
-    glibc serves the big blocks a run allocates over and over (batches, activations) from its heap once one has
-    been freed, which keeps CPU forwards fast, but fragmentation then creeps a long run's RSS up. Trimming now
-    and then bounds that, at the cost of touching the freed pages again once per interval. (Serving big blocks
-    with mmap instead, M_MMAP_THRESHOLD 256 KiB, kept RSS flat too but slowed CPU forwards: page faults on every
-    activation; see docs/benchmarks.md.)"""
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self.interval = interval
-        self._last = time.monotonic()
-        self._trim = None
-        if sys.platform == "linux":
-            try:
-                self._trim = ctypes.CDLL("libc.so.6").malloc_trim
-            except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
-                pass
-
-    def __call__(self) -> None:
-        if self._trim is not None and time.monotonic() - self._last >= self.interval:
-            self._trim(0)
-            self._last = time.monotonic()
