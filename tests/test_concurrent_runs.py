@@ -112,3 +112,28 @@ def test_network_file_systems_are_recognised(tmp_path, monkeypatch, fstype, netw
     with Ledger(tmp_path / "feats") as ledger:
         mode = ledger._query("PRAGMA journal_mode")[0][0]
     assert mode == ("delete" if network else "wal")
+
+
+def _open_when_told(folder, barrier, errors):
+    barrier.wait()
+    try:
+        with Ledger(folder) as ledger:
+            ledger.bind_settings("h", {"x": 1})
+    except Exception as error:  # reported to the test
+        errors.put(repr(error))
+
+
+def test_runs_that_create_one_ledger_together_both_open_it(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    errors = context.Queue()
+    for attempt in range(40):
+        barrier = context.Barrier(4)
+        workers = [context.Process(target=_open_when_told, args=(tmp_path / f"o{attempt}", barrier, errors))
+                   for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+    assert errors.empty(), errors.get()

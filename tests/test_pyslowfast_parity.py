@@ -66,6 +66,19 @@ def test_outputs_match_pyslowfast(name: str, fmt: str, pyslowfast_ckpt_dir: Path
             assert_close(fc[key], e[f"fc96_{key}"], f"fc96 {key}")
 
 
+@pytest.mark.parametrize("name", [n for n, fmt in CASES if fmt == "pyth"])
+def test_channels_last_path_matches_pyslowfast(name: str, pyslowfast_ckpt_dir: Path, torch_threads) -> None:
+    # The runner lays PySlowFast's CNNs out channels-last on the CPU (their cards say so): still within the bound.
+    from vidvec.runner import as_channels_last, to_channels_last
+
+    model = to_channels_last(load_pretrained(pyslowfast_ckpt_dir / f"{name}.pyth"))
+    e = load_expected(pyslowfast_ckpt_dir, name)
+    with torch.no_grad():
+        out = model.predict([as_channels_last(x) for x in _inputs(e)])
+    assert_close(out["latent"], e["latent"], "latent (channels-last)")
+    assert_close(out["logits"], e["logits"], "logits (channels-last)")
+
+
 def test_c2_pickle_loads_the_same_weights_as_pyth(pyslowfast_ckpt_dir: Path) -> None:
     for name in sorted(_C2):
         c2_state, c2_cfg = load_checkpoint(pyslowfast_ckpt_dir / f"{name}.c2.pkl")

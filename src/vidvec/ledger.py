@@ -28,7 +28,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -486,7 +486,8 @@ class Ledger:
                                          check_same_thread=False)
             # WAL: readers never block the writer. Not on network file systems: its shared-memory index
             # would be corrupted between hosts; the rollback journal is just as crash-safe.
-            self._conn.execute(f"PRAGMA journal_mode={'DELETE' if network_filesystem(self.out_dir) else 'WAL'}")
+            journal = "DELETE" if network_filesystem(self.out_dir) else "WAL"
+            _when_unlocked(lambda: self._conn.execute(f"PRAGMA journal_mode={journal}"))
             # FULL: a committed 'done' survives power loss too, not just a killed process.
             self._conn.execute("PRAGMA synchronous=FULL")
         with self._transaction() as conn:
@@ -638,6 +639,21 @@ def _stored_text(value: str | os.PathLike | None) -> str | None:
     except UnicodeEncodeError:
         raw = text.encode("utf-8", "surrogatepass")  # lone surrogates of another origin: any stable spelling
     return raw.decode("utf-8", "backslashreplace")
+
+
+def _when_unlocked(statement: Callable[[], object], patience_s: float = _CONNECT_TIMEOUT_S) -> None:
+    """Run ``statement`` again while SQLite answers "database is locked" at once, for up to ``patience_s``:
+    switching the journal mode while another process creates or opens the same ledger does not wait on the busy
+    timeout (two runs started together)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _settled_by(record: VideoRecord | None, settings_hash: str | None, retry_failed: bool,

@@ -138,6 +138,9 @@ class ModelCard:
     # By-products the model can hand out besides the vector, and the option values they need: {"flow":
     # {"streams": ("both", "flow")}} (none of the values listed: no such by-product).
     extras: Mapping[str, Mapping[str, tuple[Any, ...]]] = field(default_factory=dict, compare=False, hash=False)
+    # Its convolutions run faster on the CPU with channels-last weights and inputs (measured per family:
+    # docs/benchmarks.md); the runner then lays them out so. Vectors stay within float rounding.
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.input not in ("video", "image", "audio"):

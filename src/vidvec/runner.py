@@ -27,8 +27,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """How the models of a run compute: clips per batch, device, compute dtype, and what to keep besides the
-    vector (``top_k`` classes, ``logits``, by-products a model can hand out such as I3D's "flow")."""
+    """How the models of a run compute: clips per batch, device, compute dtype, what to keep besides the vector
+    (``top_k`` classes, ``logits``, by-products a model can hand out such as I3D's "flow"), and whether to use
+    the channels-last layout where a model's card says it is faster on the CPU."""
 
     batch_size: int = 16
     device: str = "cpu"
@@ -36,6 +37,7 @@ class ModelOptions:
     top_k: int = 0
     logits: bool = False
     extras: tuple[str, ...] = ()
+    channels_last: bool = True  # on the CPU, for the models whose card says their convolutions gain from it
 
 
 @dataclass
@@ -170,6 +172,11 @@ class ModelRunner:
         self.on_batch, self.on_extra = on_batch, on_extra
         self._device = torch.device(options.device)
         self._dtype = DTYPES[options.dtype]
+        self._channels_last = [options.channels_last and model.card.channels_last and self._device.type == "cpu"
+                               for model in self.models]
+        for model, flag in zip(self.models, self._channels_last):
+            if flag:
+                to_channels_last(model.module)
         self._trim_heap = HeapTrimmer()
         keep_freed_memory()
 
@@ -249,9 +256,14 @@ class ModelRunner:
         kind = model.card.input
         names = [n for n in self.options.extras if n in model.module.extras] if self.on_extra else []
         want_logits = self.options.top_k > 0 or self.options.logits
-        with torch.inference_mode():
+        # A model cast to bf16/fp16 on the CPU also runs under autocast: it casts the inputs of the few ops the CPU
+        # has no low-precision kernel for (3-D average pooling) to fp32, and is free for the rest.
+        low_precision_cpu = self._device.type == "cpu" and self._dtype != torch.float32
+        with torch.inference_mode(), torch.autocast("cpu", dtype=self._dtype, enabled=low_precision_cpu):
             x = (pixels.to(self._dtype) if kind == "audio"
                  else model.preprocess.normalize(pixels, self._dtype, video=kind == "video"))
+            if self._channels_last[slot]:
+                x = as_channels_last(x)
             latent, extras = model.module.forward_with_extras(x, names) if names else (model.module(x), {})
             logits = model.module.classify(latent) if want_logits else None
         extras = {name: values.to(torch.float16).cpu().numpy() for name, values in extras.items()}
@@ -259,6 +271,24 @@ class ModelRunner:
             latent = latent.reshape(len(clips), -1, latent.shape[-1]).mean(1)
             logits = None if logits is None else logits.reshape(len(clips), -1, logits.shape[-1]).mean(1)
         return latent.float().cpu().numpy(), None if logits is None else logits.float().cpu().numpy(), extras
+
+
+def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
+    """Lay ``module``'s 4-D and 5-D parameters and buffers (2-D and 3-D convolution weights) out channels-last,
+    in place: oneDNN's convolutions then run channels-last, which the families whose card says so gain from on
+    the CPU (docs/benchmarks.md)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        tensor.data = as_channels_last(tensor.data)
+    return module
+
+
+def as_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A 4-D or 5-D tensor laid out channels-last (other tensors as they are)."""
+    if x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    if x.dim() == 5:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    return x
 
 
 def _fail_firsts(assembler: Assembler, slot: int, clips: Sequence[Clip], flags: Sequence[bool],

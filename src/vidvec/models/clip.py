@@ -115,6 +115,7 @@ def _openai_weights(hf_repo: str, openai_file: str, cache_name: str, image_size:
 
 def _card(name: str, arch: str, hf_repo: str, openai_file: str, embed_dim: int, image_size: int,
           num_params: int, metrics: dict, description: str) -> ModelCard:
+    # The ResNet tower's convolutions gain from channels-last; the ViTs' single patch convolution does not.
     weights = _openai_weights(hf_repo, openai_file, f"{name}-openai.safetensors", image_size, num_params, metrics)
     return ModelCard(
         name=name,
@@ -131,6 +132,7 @@ def _card(name: str, arch: str, hf_repo: str, openai_file: str, embed_dim: int, 
         load_state=load_state,
         presets={"video_features": VIDEO_FEATURES_FRAMES},
         text=True,
+        channels_last=arch.startswith("RN"),
     )
 
 

@@ -76,4 +76,5 @@ def efficientnet_lite0() -> ModelCard:
         sampling=SamplingSpec("frames", fps=None),
         latent="global average pool of the 1280-channel head conv (before dropout and fc), 1280-d",
         description="EfficientNet-Lite0 (Tan & Le 2019, Lite variant), ImageNet-1k, 224x224 frames",
+        channels_last=True,
     )

@@ -98,6 +98,7 @@ def _card(name: str, clip_len: int, file_name: str, metrics: dict) -> ModelCard:
         description=f"R(2+1)D-34 (Tran et al. 2018) pre-trained on IG-65M, fine-tuned on Kinetics-400, "
                     f"{clip_len}-frame 112x112 clips (moabitcoin/ig65m-pytorch port)",
         presets={"video_features": SamplingSpec("windows", rule="video_features", **windows)},
+        channels_last=True,
     )
 
 

@@ -152,6 +152,7 @@ def s3d_kinetics400() -> ModelCard:
         description="S3D (Xie et al. 2018), Kinetics-400, kylemin/S3D weights (those of video_features)",
         read_checkpoint=read_kylemin_checkpoint,
         presets={"video_features": SamplingSpec(**windows, rule="video_features")},
+        channels_last=True,
     )
 
 
@@ -266,4 +267,5 @@ def s3d_howto100m() -> ModelCard:
         read_checkpoint=read_howto100m_checkpoint,
         load_state=load_howto100m_state,
         text=True,
+        channels_last=True,
     )

@@ -50,6 +50,7 @@ def _card(name: str, enum: str, embed_dim: int, head: str, latent: str, descript
         latent=latent,
         description=description,
         presets={"video_features": VIDEO_FEATURES_FRAMES},
+        channels_last=True,
     )
 
 

@@ -41,7 +41,7 @@ def _windows(fps: float, clip_len: int) -> SamplingSpec:
 
 def _card(name: str, enum: str, embed_dim: int, fps: float, clip_len: int, head: str, latent: str,
           description: str, license: str | None = None, volume_head: bool = False,
-          presets: dict | None = None) -> ModelCard:
+          presets: dict | None = None, channels_last: bool = True) -> ModelCard:
     extra = {"license": license} if license else {}
     return ModelCard(
         name=name,
@@ -54,6 +54,7 @@ def _card(name: str, enum: str, embed_dim: int, fps: float, clip_len: int, head:
         latent=latent,
         description=description,
         presets=presets or {},
+        channels_last=channels_last,
     )
 
 
@@ -92,14 +93,16 @@ def s3d() -> ModelCard:
 def mvit_v1_b() -> ModelCard:
     return _card("mvit_v1_b", "MViT_V1_B_Weights", 768, 7.5, 16, "head",
                  "class token after the final LayerNorm (the input of head), 768-d",
-                 "MViT-B 16x4 (Fan et al. 2021), Kinetics-400; input must be 16x224x224", _MVIT_LICENSE)
+                 "MViT-B 16x4 (Fan et al. 2021), Kinetics-400; input must be 16x224x224", _MVIT_LICENSE,
+                 channels_last=False)
 
 
 @register_model
 def mvit_v2_s() -> ModelCard:
     return _card("mvit_v2_s", "MViT_V2_S_Weights", 768, 7.5, 16, "head",
                  "class token after the final LayerNorm (the input of head), 768-d",
-                 "MViTv2-S 16x4 (Li et al. 2022), Kinetics-400; input must be 16x224x224", _MVIT_LICENSE)
+                 "MViTv2-S 16x4 (Li et al. 2022), Kinetics-400; input must be 16x224x224", _MVIT_LICENSE,
+                 channels_last=False)
 
 
 _SWIN_LATENT = "global average pool after the final LayerNorm (the input of head)"
@@ -108,17 +111,20 @@ _SWIN_LATENT = "global average pool after the final LayerNorm (the input of head
 @register_model
 def swin3d_t() -> ModelCard:
     return _card("swin3d_t", "Swin3D_T_Weights", 768, 15, 32, "head", _SWIN_LATENT + ", 768-d",
-                 "Video Swin Transformer tiny (Liu et al. 2022), Kinetics-400", _SWIN_LICENSE)
+                 "Video Swin Transformer tiny (Liu et al. 2022), Kinetics-400", _SWIN_LICENSE,
+                 channels_last=False)
 
 
 @register_model
 def swin3d_s() -> ModelCard:
     return _card("swin3d_s", "Swin3D_S_Weights", 768, 15, 32, "head", _SWIN_LATENT + ", 768-d",
-                 "Video Swin Transformer small (Liu et al. 2022), Kinetics-400", _SWIN_LICENSE)
+                 "Video Swin Transformer small (Liu et al. 2022), Kinetics-400", _SWIN_LICENSE,
+                 channels_last=False)
 
 
 @register_model
 def swin3d_b() -> ModelCard:
     return _card("swin3d_b", "Swin3D_B_Weights", 1024, 15, 32, "head", _SWIN_LATENT + ", 1024-d",
                  "Video Swin Transformer base (Liu et al. 2022), Kinetics-400 (default) or "
-                 "Kinetics-400 after ImageNet-22K pretraining", _SWIN_LICENSE)
+                 "Kinetics-400 after ImageNet-22K pretraining", _SWIN_LICENSE,
+                 channels_last=False)

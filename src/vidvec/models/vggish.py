@@ -150,4 +150,5 @@ def vggish() -> ModelCard:
         description="VGGish (Hershey et al. 2017), AudioSet, 16 kHz mono log-mel 96x64 per 0.96 s of sound",
         load_state=load_vggish_state,
         options={"postprocess": (False, True)},
+        channels_last=True,
     )

@@ -230,10 +230,12 @@ def _card(name: str, cfg: CfgNode, weights: tuple[Weights, ...], description: st
           categories: tuple[str, ...] | None = None) -> ModelCard:
     spec, preprocess = test_time_sampling(cfg)
     build = partial(_build, name if name in _BY_NAME else cfg)
+    transformer = cfg["MODEL"]["ARCH"] in ("mvit", "maskmvit") or cfg["MODEL"]["MODEL_NAME"] == "MViT"
     return ModelCard(name=name, family=FAMILY, input="video", build=build, weights=weights,
                      embed_dim=latent_dim(cfg), sampling=spec, latent=latent_description(cfg),
                      description=description, read_checkpoint=read_checkpoint, load_state=load_state,
-                     preprocess=None if weights else preprocess, categories=None if weights else categories)
+                     preprocess=None if weights else preprocess, categories=None if weights else categories,
+                     channels_last=not transformer)  # the CNNs gain from channels-last, MViT does not
 
 
 def zoo_card(entry: ZooEntry) -> ModelCard:
