@@ -117,7 +117,7 @@ def extract(
                   soft_wrap=True)
         for target in run.targets:
             err.print(f"  model {target.name} ({target.settings['weights']['name']}), "
-                      f"{_describe(target.spec)}"
+                      f"{describe_sampling(target.spec.input, target.spec.preprocess, target.sampling)}"
                       + (f" -> {target.sink.out}" if several else ""), highlight=False, soft_wrap=True)
     counts = {"done": 0, "failed": 0, "skipped": 0, "partial": 0}
     began = time.perf_counter()
@@ -405,21 +405,16 @@ def models(family: Optional[str] = typer.Option(None, help="Only this family."))
     for name in names:
         card = get_card(name)
         options = "; ".join(f"{k}: {'|'.join(map(str, v))}" for k, v in card.options.items())
-        table.add_row(name, card.family, card.input, str(card.embed_dim), describe_sampling(card),
+        table.add_row(name, card.family, card.input, str(card.embed_dim),
+                      describe_sampling(card.input, card.preprocess_for(None), card.sampling),
                       ", ".join(w.name for w in card.weights) or "none published (--weights PATH)", options)
     Console(width=max(160, Console().width)).print(table)
 
 
-def _describe(model) -> str:
-    """How a model of a run (a spec.ModelSpec) sees a video, in words."""
-    return model.preprocess.describe() if model.input == "audio" else model.sampling.describe()
-
-
-def describe_sampling(card, spec=None) -> str:
-    """How a model sees a video, in words: its clip sampling, or its audio examples for an audio model."""
-    if card.input == "audio":
-        return card.preprocess_for(None).describe()
-    return (spec or card.sampling).describe()
+def describe_sampling(kind: str, preprocess, sampling) -> str:
+    """How a model sees a video, in words: its clip sampling, or for an audio model (``kind`` "audio") the
+    examples its frontend (``preprocess``) cuts."""
+    return preprocess.describe() if kind == "audio" else sampling.describe()
 
 
 def main() -> None:

@@ -462,7 +462,7 @@ class VideoDecoder:
         self.seeks += 1
 
     def _frame_time(self, frame: av.VideoFrame) -> float:
-        ts = frame.dts if self._use_dts else frame.pts
+        ts = self._timestamp(frame)
         if ts is None:
             t = (self._last_t if self._last_t is not None else 0.0) + 1.0 / self._fps
         else:

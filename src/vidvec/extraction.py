@@ -472,12 +472,14 @@ def prepare(
         raise ExtractError("no videos found in the given inputs")
     overrides = sampling or SamplingOverrides()
     options = {k: v for k, v in (model_options or {}).items() if v is not None}
-    spec = RunSpec(tuple(_plan(name, w, options, overrides, save_flow) for name, w in zip(names, weight_list)),
-                   OutputSpec(None if out is None else os.fspath(out), layout, fmt, out_dtype), dtype=dtype,
-                   top_k=top_k, logits=logits, partial=partial)
-    unused = set(options) - {k for m in spec.models for k in _card(m).options}
+    cards = [card_for(name, w) for name, w in zip(names, weight_list)]
+    unused = set(options) - {k for card in cards for k in card.options}
     if unused:
         raise ExtractError(f"no model here takes option(s) {', '.join(sorted(unused))}")
+    spec = RunSpec(tuple(_plan(card, name is None, w, options, overrides, save_flow)
+                         for card, name, w in zip(cards, names, weight_list)),
+                   OutputSpec(None if out is None else os.fspath(out), layout, fmt, out_dtype), dtype=dtype,
+                   top_k=top_k, logits=logits, partial=partial)
     if save_flow and (out is None or not any(m.extras for m in spec.models)):
         raise ExtractError("--save-flow needs --out and a model that computes optical flow (i3d with streams "
                            "both or flow)")
@@ -486,12 +488,11 @@ def prepare(
         retry_failed=retry_failed, overwrite=overwrite, absolute_outputs=absolute_outputs, on_clips=on_clips)
 
 
-def _plan(name: str | None, weights: str | os.PathLike | None, options: Mapping[str, object],
+def _plan(card: ModelCard, unnamed: bool, weights: str | os.PathLike | None, options: Mapping[str, object],
           overrides: SamplingOverrides, save_flow: bool) -> ModelSpec:
     """One model's spec: its card (named, or the architecture a checkpoint names), its weights file and hash,
     its build options, sampling and by-products. Builds nothing."""
-    card = card_for(name, weights)
-    from_checkpoint = name is None and card.name != DEFAULT_MODEL
+    from_checkpoint = unnamed and card.name != DEFAULT_MODEL
     try:
         build = {} if from_checkpoint else card.check_options({k: v for k, v in options.items() if k in card.options})
     except ValueError as error:
@@ -503,10 +504,6 @@ def _plan(name: str | None, weights: str | os.PathLike | None, options: Mapping[
     if sampling.crops > 1 and card.input != "audio" and model.preprocess.crop is None:
         raise ExtractError(f"{card.name} takes whole frames and crops them itself; it has no --crops 3")
     return model
-
-
-def _card(model: ModelSpec) -> ModelCard:
-    return card_for(None if model.from_checkpoint else model.name, model.weights.path)
 
 
 def _sink(output: OutputSpec, folder: Path, sources: list[VideoSource], target: Target,

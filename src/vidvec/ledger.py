@@ -395,8 +395,7 @@ class Ledger:
         stored = _stored_text(key)
         now = time.time()
         with self._transaction() as conn:
-            row = conn.execute(f"SELECT {', '.join(self._column(n) for n in _COLUMNS)} FROM videos WHERE key=?",
-                               (stored,)).fetchone()
+            row = conn.execute(f"SELECT {self._columns_sql()} FROM videos WHERE key=?", (stored,)).fetchone()
             settled = _settled_by(VideoRecord(*row) if row else None, self._hash, retry_failed, fingerprint)
             if settled is not None:
                 return f"{settled} by another run"
@@ -541,9 +540,12 @@ class Ledger:
         """``name`` for SQL, or NULL when this file lacks that column (a schema-1 ledger opened read-only)."""
         return name if name in self._columns else "NULL"
 
+    def _columns_sql(self) -> str:
+        """A VideoRecord's columns for SELECT (NULL for those this file lacks)."""
+        return ", ".join(self._column(name) for name in _COLUMNS)
+
     def _select(self, where: str = "", params: tuple = ()) -> list[VideoRecord]:
-        columns = ", ".join(self._column(name) for name in _COLUMNS)
-        return [VideoRecord(*row) for row in self._query(f"SELECT {columns} FROM videos {where}", params)]
+        return [VideoRecord(*row) for row in self._query(f"SELECT {self._columns_sql()} FROM videos {where}", params)]
 
     def _row(
         self,

@@ -95,12 +95,11 @@ class Assembler:
     """Collects each (video, slot)'s rows and pools them into a VideoResult when the last one is in.
 
     It follows the decode events of each video (started, restarted, finished, failed); rows come from the
-    runner. A failed (video, slot) gets exactly one result and takes no rows afterwards."""
+    runner. A (video, slot) gets exactly one result: once it has one it is no longer open and takes no rows."""
 
     def __init__(self, categories: Sequence[Sequence[str] | None], top_k: int) -> None:
         self._categories, self._top_k = list(categories), top_k
         self._open: dict[tuple[int, int], _Video] = {}
-        self._closed: set[tuple[int, int]] = set()  # failed: no second result
 
     def is_open(self, video: int, slot: int) -> bool:
         return (video, slot) in self._open
@@ -108,8 +107,7 @@ class Assembler:
     def started(self, event: VideoStarted) -> None:
         began = time.perf_counter()
         for slot in event.slots:
-            if (event.video, slot) not in self._closed:
-                self._open[(event.video, slot)] = _Video(event.source, event.info, began)
+            self._open[(event.video, slot)] = _Video(event.source, event.info, began)
 
     def restarted(self, event: VideoRestarted) -> None:
         for slot in event.slots:
@@ -125,15 +123,12 @@ class Assembler:
                 entry.partial = event.partial.get(key[1])
         return self.completed()
 
-    def failed(self, video: int, slot: int, reason: str, source: VideoSource | None = None) -> VideoResult | None:
-        """The (video, slot)'s failure result, once; None if it already has a result."""
-        key = (video, slot)
-        entry = self._open.pop(key, None)
-        if key in self._closed or (entry is None and source is None):
+    def failed(self, video: int, slot: int, reason: str) -> VideoResult | None:
+        """The (video, slot)'s failure result; None if it already has a result."""
+        entry = self._open.pop((video, slot), None)
+        if entry is None:
             return None
-        self._closed.add(key)
-        return VideoResult(video, entry.source if entry else source, False, reason,
-                           info=entry.info if entry else None, slot=slot)
+        return VideoResult(video, entry.source, False, reason, info=entry.info, slot=slot)
 
     def add(self, video: int, slot: int, rows: Sequence[ClipRow], model_s: float) -> None:
         entry = self._open.get((video, slot))
@@ -299,7 +294,7 @@ def _fail_firsts(assembler: Assembler, slot: int, clips: Sequence[Clip], flags: 
         if flag:
             firsts.setdefault(clip.video, clip)
     for video, clip in firsts.items():
-        result = assembler.failed(video, slot, reason(clip)) if assembler.is_open(video, slot) else None
+        result = assembler.failed(video, slot, reason(clip))
         if result is not None:
             yield result
 
