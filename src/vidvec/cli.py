@@ -52,9 +52,11 @@ def extract(
         "output_latent_vec_<stem>.npy (the video vector only; OUT keeps the ledger); hero: OUT/<name>.npz "
         "with only `features` in float16."),
     out_dtype: str = typer.Option("float32", help="float32 or float16 for stored features."),
-    batch_size: int = typer.Option(16, help="Clips per model call (across videos)."),
-    num_workers: Optional[int] = typer.Option(None, help="Decode worker processes (default: cores - 1, 1 to 8; "
-                                              "0 = decode in this process)."),
+    batch_size: Optional[int] = typer.Option(None, help="Clips per model call, across videos (default: 4 for "
+                                             "clip models on the CPU, 16 otherwise)."),
+    num_workers: Optional[int] = typer.Option(None, help="Decode worker processes (default: on an accelerator cores "
+                                              "- 1, 1 to 8; on the CPU a quarter of the cores, 0 below 4 cores; 0 = "
+                                              "decode in this process)."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     dtype: str = typer.Option("float32", help="Model compute dtype: float32, float16 or bfloat16."),
     sampling: Optional[str] = typer.Option(None, help="Override the sampling kind: frames, windows or views."),

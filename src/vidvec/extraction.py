@@ -23,7 +23,7 @@ from .clips import Slot
 from .ledger import CLAIM_LEASE_S, Claimer, Fingerprint, Ledger, LedgerError, file_fingerprint, run_owner
 from .local import DecodeOptions, local_events
 from .registry import ModelCard
-from .runner import DTYPES, ModelOptions, ModelRunner, VideoResult
+from .runner import DTYPES, ModelOptions, ModelRunner, VideoResult, default_batch_size
 from .sampling import SamplingSpec
 from .sinks import LAYOUTS, FileSink, HeroSink, OutputError, PySlowFastSink, Sink, span_seconds
 from .sources import VideoSource, collect_sources
@@ -120,14 +120,21 @@ class Outcome:
 
 @dataclass(frozen=True)
 class ExecutionOptions:
-    """How this machine runs a spec: the device, clips per model call, decode worker processes (0: decode in
-    this process) and FFmpeg threads per decoder (0: one per core). Not part of the settings: outputs do not
-    depend on them (up to float rounding, see docs/usage.md#reproducibility)."""
+    """How this machine runs a spec: the device, clips per model call (None: each model's default), decode
+    worker processes (0: decode in this process) and the threads of both sides (:func:`thread_budget`). Not part
+    of the settings: outputs do not depend on them (up to float rounding, see docs/usage.md#reproducibility)."""
 
     device: str = "cpu"
-    batch_size: int = 16
-    num_workers: int = 1
-    decoder_threads: int = 0
+    batch_size: int | None = None
+    num_workers: int | None = None  # None: default_workers(device)
+
+    @property
+    def workers(self) -> int:
+        return default_workers(self.device) if self.num_workers is None else self.num_workers
+
+    @property
+    def threads(self) -> tuple[int, int]:
+        return thread_budget(self.workers)
 
 
 @dataclass
@@ -200,13 +207,14 @@ class Extraction:
     @property
     def model_options(self) -> ModelOptions:
         return ModelOptions(batch_size=self.execution.batch_size, device=self.execution.device,
+                            threads=self.execution.threads[1],
                             dtype=self.spec.dtype, top_k=self.spec.top_k, logits=self.spec.logits,
                             extras=tuple(sorted({e for m in self.spec.models for e in m.extras})))
 
     @property
     def decode_options(self) -> DecodeOptions:
-        return DecodeOptions(num_workers=self.execution.num_workers, decoder_threads=self.execution.decoder_threads,
-                             group=self.execution.batch_size, pin_memory=self.execution.device.startswith("cuda"),
+        return DecodeOptions(num_workers=self.execution.workers, decoder_threads=self.execution.threads[0],
+                             group=self.execution.batch_size or 16, pin_memory=self.execution.device.startswith("cuda"),
                              partial=self.spec.partial)
 
     def _load_models(self) -> None:
@@ -374,8 +382,26 @@ class _ClaimsKept:
                 pass
 
 
-def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+def cores() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers(device: str = "cpu") -> int:
+    """Decode worker processes when the run does not say. An accelerator is fed by cores - 1 of them (1 to 8).
+    On the CPU the model needs the cores: a quarter of them decode, and none below 4 cores, where decoding in
+    the model's process, between its batches, was faster than a worker competing with it (docs/benchmarks.md)."""
+    return max(1, min(8, cores() - 1)) if device != "cpu" else min(8, cores() // 4)
+
+
+def thread_budget(workers: int) -> tuple[int, int]:
+    """(FFmpeg threads per decoder, torch intra-op threads) for a run with ``workers`` decode workers, so that
+    decoding and the model together ask for no more threads than there are cores: each worker's decoder gets one
+    thread and the model the other cores; decoding in the model's process alternates with the model, so both
+    get every core (0: FFmpeg's one thread per core)."""
+    if workers <= 0:
+        return 0, cores()
+    return 1, max(1, cores() - workers)
 
 
 def prepare(
@@ -389,7 +415,7 @@ def prepare(
     fmt: str | None = None,
     layout: str = "vidvec",
     out_dtype: str = "float32",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     num_workers: int | None = None,
     device: str = "cpu",
     dtype: str = "float32",
@@ -460,7 +486,7 @@ def prepare(
         raise ExtractError(f"--out-dtype must be float32 or float16, not {out_dtype!r}")
     if dtype not in DTYPES:
         raise ExtractError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ExtractError("--batch-size must be at least 1")
     if top_k < 0:
         raise ExtractError(f"--top-k must be 0 (off) or more, not {top_k}")
@@ -484,7 +510,7 @@ def prepare(
         raise ExtractError("--save-flow needs --out and a model that computes optical flow (i3d with streams "
                            "both or flow)")
     return Extraction.from_spec(spec, sources, ExecutionOptions(
-        device=device, batch_size=batch_size, num_workers=default_workers() if num_workers is None else num_workers),
+        device=device, batch_size=batch_size, num_workers=num_workers),
         retry_failed=retry_failed, overwrite=overwrite, absolute_outputs=absolute_outputs, on_clips=on_clips)
 
 
@@ -513,7 +539,8 @@ def _sink(output: OutputSpec, folder: Path, sources: list[VideoSource], target: 
     if output.layout == "hero":
         return HeroSink(folder)
     provenance = {"weights_trust": target.spec.weights.trust, "settings_hash": target.settings_hash,
-                  **target.settings, "device": execution.device, "batch_size": execution.batch_size}
+                  **target.settings, "device": execution.device, "batch_size": execution.batch_size
+                  or default_batch_size(target.spec.input, torch.device(execution.device).type)}
     return FileSink(folder, output.format, output.out_dtype, provenance)
 
 

@@ -19,6 +19,7 @@ from .clips import (Clip, ClipGroup, Event, Partial, VideoFailed, VideoFinished,
                     VideoTaken, describe_error)
 from .allocator import HeapTrimmer, keep_freed_memory
 from .decode import VideoInfo
+from .optimize import as_channels_last, fold_batch_norms, to_channels_last
 from .sources import VideoSource
 from .weights import LoadedModel
 
@@ -29,15 +30,16 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 class ModelOptions:
     """How the models of a run compute: clips per batch, device, compute dtype, what to keep besides the vector
     (``top_k`` classes, ``logits``, by-products a model can hand out such as I3D's "flow"), and whether to use
-    the channels-last layout where a model's card says it is faster on the CPU."""
+    the fast paths of :mod:`vidvec.optimize` (off: each module runs as loaded, for comparisons)."""
 
-    batch_size: int = 16
+    batch_size: int | None = None  # None: each model's default_batch_size on the device
     device: str = "cpu"
     dtype: str = "float32"
     top_k: int = 0
     logits: bool = False
     extras: tuple[str, ...] = ()
-    channels_last: bool = True  # on the CPU, for the models whose card says their convolutions gain from it
+    fast_paths: bool = True  # BatchNorms folded into convolutions; channels-last on the CPU where the card says so
+    threads: int | None = None  # torch's intra-op threads while the run computes (None: as they are)
 
 
 @dataclass
@@ -167,18 +169,30 @@ class ModelRunner:
         self.on_batch, self.on_extra = on_batch, on_extra
         self._device = torch.device(options.device)
         self._dtype = DTYPES[options.dtype]
-        self._channels_last = [options.channels_last and model.card.channels_last and self._device.type == "cpu"
+        self._channels_last = [options.fast_paths and model.card.channels_last and self._device.type == "cpu"
                                for model in self.models]
         for model, flag in zip(self.models, self._channels_last):
+            if options.fast_paths:
+                fold_batch_norms(model.module)
             if flag:
                 to_channels_last(model.module)
+        self.batch_sizes = [options.batch_size or default_batch_size(model.card.input, self._device.type)
+                            for model in self.models]
         self._trim_heap = HeapTrimmer()
         keep_freed_memory()
 
     def run(self, events: Iterable[Event]) -> Iterator[VideoResult]:
+        threads = torch.get_num_threads()
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
+        try:
+            yield from self._run(events)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, events: Iterable[Event]) -> Iterator[VideoResult]:
         assembler = Assembler([m.categories for m in self.models], self.options.top_k)
         batches: dict[int, list[Clip]] = {s: [] for s in range(len(self.models))}
-        size = self.options.batch_size
         for event in events:
             if isinstance(event, VideoStarted):
                 assembler.started(event)
@@ -191,6 +205,7 @@ class ModelRunner:
                     yield from self._forward(slot, batch, assembler)
                 else:
                     batch.extend(clips)
+                size = self.batch_sizes[slot]
                 while len(batches[slot]) >= size:
                     batch, batches[slot] = batches[slot][:size], batches[slot][size:]
                     yield from self._forward(slot, batch, assembler)
@@ -268,22 +283,10 @@ class ModelRunner:
         return latent.float().cpu().numpy(), None if logits is None else logits.float().cpu().numpy(), extras
 
 
-def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
-    """Lay ``module``'s 4-D and 5-D parameters and buffers (2-D and 3-D convolution weights) out channels-last,
-    in place: oneDNN's convolutions then run channels-last, which the families whose card says so gain from on
-    the CPU (docs/benchmarks.md)."""
-    for tensor in (*module.parameters(), *module.buffers()):
-        tensor.data = as_channels_last(tensor.data)
-    return module
-
-
-def as_channels_last(x: torch.Tensor) -> torch.Tensor:
-    """A 4-D or 5-D tensor laid out channels-last (other tensors as they are)."""
-    if x.dim() == 4:
-        return x.contiguous(memory_format=torch.channels_last)
-    if x.dim() == 5:
-        return x.contiguous(memory_format=torch.channels_last_3d)
-    return x
+def default_batch_size(model_input: str, device_type: str) -> int:
+    """Clips per model call when the run does not say: 4 for clip models (video input) on the CPU, where a larger
+    batch computes no faster but holds several GB more activations; 16 otherwise (docs/benchmarks.md)."""
+    return 4 if model_input == "video" and device_type == "cpu" else 16
 
 
 def _fail_firsts(assembler: Assembler, slot: int, clips: Sequence[Clip], flags: Sequence[bool],
