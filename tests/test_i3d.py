@@ -382,3 +382,19 @@ def test_merged_user_file_and_mismatches(tmp_path: Path, tiny: i3d_net.TwoStream
     torch.save({"fc.weight": torch.zeros(2, 2)}, other)
     with pytest.raises(WeightsError, match="is not an I3D checkpoint"):
         load_model("i3d", weights=other)
+
+
+def test_under_the_video_features_preset_clip_len_is_its_stack_size():
+    # video_features' I3D with stack_size=24 at extraction_fps 15 stamps its first stack 1600 ms: 25 frames are
+    # read (the 25th is the second frame of the last flow pair) and the stamp is the last one's time, 24 / 15 s.
+    from vidvec.extraction import SamplingOverrides
+    from vidvec.registry import get_card
+    from vidvec.sampling import plan
+
+    card = get_card("i3d")
+    spec = SamplingOverrides.preset("video_features", clip_len=24, fps=15).apply(card)
+    assert spec.clip_len == 25
+    clips = plan(spec, duration=4.0, native_fps=30.0)
+    assert clips[0].stamp * 1000 == pytest.approx(1600.0)
+    assert len(clips[0].times) == 25
+    assert SamplingOverrides(clip_len=24).apply(card).clip_len == 24  # without the preset: every frame read

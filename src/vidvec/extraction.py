@@ -83,6 +83,8 @@ class SamplingOverrides:
             if not isinstance(spec, SamplingSpec):
                 raise ExtractError(f"model {card.name} has no {self.base} preset")
         changes = {k: v for k, v in self.__dict__.items() if k != "base"}
+        if self.base is not None and self.clip_len is not None:  # the preset's tool counts the stack
+            changes["clip_len"] = self.clip_len + card.stack_extra
         if self.views is not None and self.kind is None and spec.kind != "views":
             changes["kind"] = "views"
         try:

@@ -141,6 +141,9 @@ class ModelCard:
     # Its convolutions run faster on the CPU with channels-last weights and inputs (measured per family:
     # docs/benchmarks.md); the runner then lays them out so. Vectors stay within float rounding.
     channels_last: bool = False
+    # Frames a clip reads beyond the stack it stands for (I3D: 1, the second frame of its last flow pair). A
+    # per-model preset's --clip-len counts the stack, as video_features' stack_size does.
+    stack_extra: int = 0
 
     def __post_init__(self) -> None:
         if self.input not in ("video", "image", "audio"):

@@ -168,4 +168,5 @@ def i3d() -> ModelCard:
         presets={"video_features": SamplingSpec("windows", fps=None, clip_len=65, stride=64, rule="video_features")},
         option_dims={"streams": {"both": 2 * EMBED_DIM, "rgb": EMBED_DIM, "flow": EMBED_DIM}},
         extras={"flow": {"streams": ("both", "flow")}},
+        stack_extra=1,
     )
