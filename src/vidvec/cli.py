@@ -50,7 +50,8 @@ def extract(
     layout: str = typer.Option(
         "vidvec", help="vidvec: OUT/<name>.<format>; pyslowfast: <video folder>/output_vecs/"
         "output_latent_vec_<stem>.npy (the video vector only; OUT keeps the ledger); hero: OUT/<name>.npz "
-        "with only `features` in float16."),
+        "with only `features` in float16; video_features: OUT/<name>_<feature type>.npy, _fps.npy and "
+        "_timestamps_ms.npy (with its sampling, --preset video_features)."),
     out_dtype: str = typer.Option("float32", help="float32 or float16 for stored features."),
     batch_size: Optional[int] = typer.Option(None, help="Clips per model call, across videos (default: 4 for "
                                              "clip models on the CPU, 16 otherwise)."),

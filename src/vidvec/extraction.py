@@ -9,6 +9,7 @@ records the outcome in the ledger.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,10 +23,11 @@ from .checkpoints import WeightsError
 from .clips import Slot
 from .ledger import CLAIM_LEASE_S, Claimer, Fingerprint, Ledger, LedgerError, file_fingerprint, run_owner
 from .local import DecodeOptions, local_events
-from .registry import ModelCard
+from .registry import ModelCard, get_card
 from .runner import DTYPES, ModelOptions, ModelRunner, VideoResult, default_batch_size
 from .sampling import SamplingSpec
-from .sinks import LAYOUTS, FileSink, HeroSink, OutputError, PySlowFastSink, Sink, span_seconds
+from .sinks import (LAYOUTS, VIDEO_FEATURES_TYPES, FileSink, HeroSink, OutputError, PySlowFastSink, Sink,
+                    VideoFeaturesSink, span_seconds)
 from .sources import VideoSource, collect_sources
 from .spec import ModelSpec, OutputSpec, RunSpec, SpecError, plan_model
 from .weights import DEFAULT_MODEL, LoadedModel, card_for
@@ -481,7 +483,19 @@ def prepare(
     if layout == "hero" and (fmt not in (None, "npz") or logits or top_k or out is None):
         raise ExtractError("--layout hero writes OUT/<name>.npz with float16 features only: it needs --out and "
                            "takes no --format, --logits or --top-k")
-    fmt = fmt or ("npy" if layout == "pyslowfast" else "npz")
+    if layout == "video_features":
+        if fmt not in (None, "npy") or logits or top_k or out is None:
+            raise ExtractError("--layout video_features writes OUT/<name>_<feature type>.npy, _fps.npy and "
+                               "_timestamps_ms.npy: it needs --out and takes no --format, --logits or --top-k")
+        sampling = sampling or SamplingOverrides()
+        if sampling.crops not in (None, 1):
+            raise ExtractError("--layout video_features holds one vector per clip: it takes no --crops 3")
+        if sampling.rule not in (None, "video_features"):
+            raise ExtractError("--layout video_features stores video_features' timestamps: it takes --preset "
+                               "video_features (the default with this layout), not another sampling rule")
+        if sampling.base is None and sampling.rule is None:  # the layout's files follow that tool's rules
+            sampling = dataclasses.replace(sampling, base="video_features")
+    fmt = fmt or ("npy" if layout in ("pyslowfast", "video_features") else "npz")
     if fmt not in FORMATS:
         raise ExtractError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if out_dtype not in ("float32", "float16"):
@@ -540,10 +554,25 @@ def _sink(output: OutputSpec, folder: Path, sources: list[VideoSource], target: 
         return PySlowFastSink(folder, output.out_dtype, sources)
     if output.layout == "hero":
         return HeroSink(folder)
+    if output.layout == "video_features":
+        return VideoFeaturesSink(folder, _video_features_streams(target.spec), target.spec.sampling.fps,
+                                 target.spec.input == "audio")
     provenance = {"weights_trust": target.spec.weights.trust, "settings_hash": target.settings_hash,
                   **target.settings, "device": execution.device, "batch_size": execution.batch_size
                   or default_batch_size(target.spec.input, torch.device(execution.device).type)}
     return FileSink(folder, output.format, output.out_dtype, provenance)
+
+
+def _video_features_streams(spec: ModelSpec) -> list[tuple[str, slice]]:
+    """The files video_features splits a model's vector into: (name, columns); I3D by stream."""
+    card = get_card(spec.name)
+    streams = dict(spec.options).get("streams", card.options.get("streams", (None,))[0])
+    if streams == "both":  # I3D: [rgb, flow]
+        width = card.option_dims["streams"]["rgb"]
+        return [("rgb", slice(0, width)), ("flow", slice(width, 2 * width))]
+    if streams is not None:
+        return [(streams, slice(None))]
+    return [(VIDEO_FEATURES_TYPES.get(card.family, spec.name.replace("/", "_")), slice(None))]
 
 
 def extract(inputs: Sequence[str | Path] | str | Path = (), model: str | None = None,

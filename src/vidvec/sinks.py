@@ -30,7 +30,7 @@ from .sources import VideoSource
 from .writers import (PYSLOWFAST_DIR, extra_path, output_path, pyslowfast_paths, read_features, remove_stale_temps,
                       write_array, write_features, write_hero_features, write_latent_vector)
 
-LAYOUTS = ("vidvec", "pyslowfast", "hero")
+LAYOUTS = ("vidvec", "pyslowfast", "hero", "video_features")
 
 
 class OutputError(Exception):
@@ -226,6 +226,48 @@ class HeroSink(_Files):
 
     def _write(self, path: Path, result: VideoResult, fingerprint: Fingerprint | None) -> None:
         write_hero_features(path, result.arrays["features"])
+
+
+# video_features' feature_type for the families it has (its file names: <stem>_<feature_type>.npy).
+VIDEO_FEATURES_TYPES = {"clip": "clip", "s3d": "s3d", "torchvision-video": "r21d", "r2plus1d": "r21d",
+                        "torchvision-image": "resnet", "vggish": "vggish"}
+
+
+class VideoFeaturesSink(_Files):
+    """v-iashin/video_features' files (its ``make_path``: ``<stem>_<key>.npy`` in its output folder): per video
+    ``OUT/<key>_<feature_type>.npy`` (float32, one row per clip; I3D's streams as ``_rgb`` and ``_flow``, columns
+    ``streams`` names), and, as it writes them for every model but VGGish, ``<key>_fps.npy`` (the frame rate the
+    clips were cut at, a 0-d float64) and ``<key>_timestamps_ms.npy``. The first stream's file is written last:
+    it is the video's output."""
+
+    layout = "video_features"
+    suffix = "npy"
+
+    def __init__(self, out: Path, streams: Sequence[tuple[str, slice]], fps: float | None, audio: bool) -> None:
+        super().__init__(out)
+        self.streams, self.fps, self.audio = list(streams), fps, audio
+
+    def path(self, source: VideoSource) -> Path:
+        return self._file(source, self.streams[0][0])
+
+    def _file(self, source: VideoSource, name: str) -> Path:
+        base = output_path(self.out, source.key, self.suffix, source.output)
+        return base.with_name(f"{base.name[:-len(self.suffix) - 1]}_{name}.{self.suffix}")
+
+    def write(self, result: VideoResult, fingerprint: Fingerprint | None) -> Path:
+        if result.partial and "clips_left_out" in result.partial.detail:
+            raise OutputError(f"{result.partial.note} (--layout video_features keeps one row per stack: none may be "
+                              "missing)")
+        return super().write(result, fingerprint)
+
+    def _write(self, path: Path, result: VideoResult, fingerprint: Fingerprint | None) -> None:
+        source, features = result.source, result.arrays["features"].astype(np.float32)
+        if not self.audio:
+            fps = self.fps or (result.info.fps if result.info else float("nan"))
+            write_array(self._file(source, "fps"), np.array(fps, dtype=np.float64))
+            write_array(self._file(source, "timestamps_ms"), result.arrays["timestamps_ms"])
+        for name, columns in reversed(self.streams):
+            write_array(self._file(source, name), features[:, columns])
 
 
 def span_seconds(result: VideoResult) -> float:

@@ -104,7 +104,7 @@ def write_array(path: Path, array: np.ndarray) -> Path:
     """Write one array as a plain ``.npy`` (no pickle), atomically; return ``path``."""
     with atomic_path(Path(path)) as tmp:
         with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+            np.save(f, np.require(array, requirements="C"), allow_pickle=False)  # 0-d arrays stay 0-d
     return Path(path)
 
 
