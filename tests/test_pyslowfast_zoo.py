@@ -283,3 +283,24 @@ def test_unknown_layout_is_a_usage_error(one_video, tmp_path):
     result = vidvec_cli("extract", one_video, "--weights", "random", "--out", tmp_path / "o", "--layout", "csv",
                         check=2)
     assert "unknown layout 'csv'; choose one of vidvec, pyslowfast" in result.stderr
+
+
+def test_pyslowfast_layout_without_out_keeps_its_ledger_in_output_vecs(one_video):
+    # The Latent Vectors Service takes only a folder and a config: vectors and ledger go to FOLDER/output_vecs.
+    vidvec_cli("extract", one_video, "-m", "Kinetics/X3D_XS", "--weights", "random", "--views", 1, "--crops", 1,
+               "--num-workers", 0, "--layout", "pyslowfast", check=0)
+    output_vecs = one_video / "output_vecs"
+    assert sorted(p.name for p in output_vecs.iterdir()) == ["output_latent_vec_truman.npy", "vidvec-ledger.sqlite"]
+    assert np.load(output_vecs / "output_latent_vec_truman.npy").shape == (2048,)
+    assert "done" in vidvec_cli("status", output_vecs, check=0).stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layout", "vidvec"], "missing --out"),
+    (["--layout", "pyslowfast", "EXTRA"], "takes one folder of videos"),
+])
+def test_a_run_without_out_is_refused_in_one_line(one_video, args, message):
+    args = [one_video if a == "EXTRA" else a for a in args]
+    result = vidvec_cli("extract", one_video, "--weights", "random", *args, check=2)
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (one_video / "output_vecs").exists()

@@ -34,10 +34,26 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _pyslowfast_out(inputs: List[Path], layout: str, listed: Optional[Path]) -> Path:
+    """Where a run without --out keeps its ledger: only the Latent Vectors Service's way, one folder of videos
+    and its vectors in FOLDER/output_vecs (a single video: its folder's)."""
+    if layout != "pyslowfast":
+        _fail("missing --out: the output folder (only --layout pyslowfast with one folder of videos may leave it out)")
+    if len(inputs) != 1 or listed is not None:
+        _fail("--layout pyslowfast without --out takes one folder of videos (its ledger goes to "
+              "FOLDER/output_vecs); give --out for several inputs, a --list or a --manifest")
+    from .writers import PYSLOWFAST_DIR
+
+    folder = inputs[0] if inputs[0].is_dir() else inputs[0].parent
+    return folder / PYSLOWFAST_DIR
+
+
 @app.command()
 def extract(
     inputs: List[Path] = typer.Argument(None, help="Video files and/or folders (searched recursively)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (features, ledger)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (features, ledger). Required, "
+                                       "but with --layout pyslowfast and one folder of videos: FOLDER/output_vecs, "
+                                       "as the Latent Vectors Service keeps it."),
     model: Optional[List[str]] = typer.Option(
         None, "--model", "-m", help="Model name (see `vidvec models`); repeat it to run several models on one "
         "decoding pass (each writes to OUT/<model>). Default: the architecture a PySlowFast .pyth given as "
@@ -98,6 +114,8 @@ def extract(
 
     if not inputs and list_file is None and manifest is None:
         _fail("give videos or folders, --list FILE or --manifest CSV")
+    if out is None:
+        out = _pyslowfast_out(inputs or [], layout, list_file or manifest)
     explicit = dict(kind=sampling, fps=fps, clip_len=clip_len, views=views, crops=crops, **_parse_stride(stride))
     try:
         overrides = SamplingOverrides.preset(preset, **explicit) if preset else SamplingOverrides(**explicit)
