@@ -145,6 +145,18 @@ def test_manifest_columns(tmp_path: Path) -> None:
     assert v3 == VideoSource(tmp_path / "m/v3.mp4", "v3", None, 2.0, None)
 
 
+def test_heros_csv_names_the_output_feature_path(tmp_path: Path) -> None:
+    # HERO's extraction CSV (its gather_video_paths step writes it): video_path,feature_path.
+    touch(tmp_path, "v1.mp4")
+    manifest = tmp_path / "hero.csv"
+    manifest.write_text("video_path,feature_path\nv1.mp4,feats/v1.npz\n")
+    (v1,) = collect_sources(manifest=manifest)
+    assert v1.output == Path("feats/v1.npz")
+    manifest.write_text("video_path,output_path,feature_path\nv1.mp4,a.npz,b.npz\n")
+    with pytest.raises(SourceError, match="both output_path and feature_path"):
+        collect_sources(manifest=manifest)
+
+
 def test_manifest_only_video_path_column_and_bom(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.csv"
     manifest.write_bytes("\ufeffvideo_path\nx.mp4\n".encode())

@@ -80,8 +80,8 @@ def collect_sources(
       or not they exist, and are keyed relative to the common parent folder of all loose
       files, so ``a/x.mp4`` and ``b/x.mp4`` give ``a/x`` and ``b/x``.
     - ``manifest`` is a CSV file with a header: ``video_path`` (required; relative paths are
-      relative to the manifest's folder), optional ``output_path``, ``start`` and ``end``
-      (seconds; empty cell means unset).
+      relative to the manifest's folder), optional ``output_path`` (or ``feature_path``, as HERO's
+      CSV names it), ``start`` and ``end`` (seconds; empty cell means unset).
     - The same file given twice (same resolved path) is kept once, at its first position; a
       later mention may fill in a manifest's output/start/end but not contradict it.
 
@@ -228,6 +228,11 @@ def _read_manifest(
         raise SourceError(
             f"manifest {manifest} has no video_path column (columns: {', '.join(columns) or 'none'})"
         )
+    if "feature_path" in columns:  # HERO's extraction CSV: video_path,feature_path
+        if "output_path" in columns:
+            raise SourceError(f"manifest {manifest} has both output_path and feature_path (HERO's name for it); "
+                              "keep one")
+        columns[columns.index("feature_path")] = "output_path"
     index = {name: columns.index(name) for name in ("video_path", "output_path", "start", "end")
              if name in columns}
 
