@@ -26,8 +26,8 @@ from .local import DecodeOptions, local_events
 from .registry import ModelCard, get_card
 from .runner import DTYPES, ModelOptions, ModelRunner, VideoResult, default_batch_size
 from .sampling import SamplingSpec
-from .sinks import (LAYOUTS, VIDEO_FEATURES_TYPES, FileSink, HeroSink, OutputError, PySlowFastSink, Sink,
-                    VideoFeaturesSink, span_seconds)
+from .sinks import (LAYOUTS, VIDEO_FEATURES_TYPES, Ego4DSink, FileSink, HeroSink, OutputError, PySlowFastSink,
+                    Sink, VideoFeaturesSink, span_seconds)
 from .sources import VideoSource, collect_sources
 from .spec import ModelSpec, OutputSpec, RunSpec, SpecError, plan_model
 from .weights import DEFAULT_MODEL, LoadedModel, card_for
@@ -483,6 +483,10 @@ def prepare(
     if layout == "hero" and (fmt not in (None, "npz") or logits or top_k or out is None):
         raise ExtractError("--layout hero writes OUT/<name>.npz with float16 features only: it needs --out and "
                            "takes no --format, --logits or --top-k")
+    if layout == "ego4d" and (fmt not in (None, "pt") or logits or top_k or out is None
+                              or (sampling is not None and sampling.crops not in (None, 1))):
+        raise ExtractError("--layout ego4d writes OUT/<name>.pt holding one (windows, dim) tensor: it needs --out and "
+                           "takes no --format, --logits, --top-k or --crops 3")
     if layout == "video_features":
         if fmt not in (None, "npy") or logits or top_k or out is None:
             raise ExtractError("--layout video_features writes OUT/<name>_<feature type>.npy, _fps.npy and "
@@ -495,7 +499,7 @@ def prepare(
                                "video_features (the default with this layout), not another sampling rule")
         if sampling.base is None and sampling.rule is None:  # the layout's files follow that tool's rules
             sampling = dataclasses.replace(sampling, base="video_features")
-    fmt = fmt or ("npy" if layout in ("pyslowfast", "video_features") else "npz")
+    fmt = fmt or {"pyslowfast": "npy", "video_features": "npy", "ego4d": "pt"}.get(layout, "npz")
     if fmt not in FORMATS:
         raise ExtractError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if out_dtype not in ("float32", "float16"):
@@ -554,6 +558,8 @@ def _sink(output: OutputSpec, folder: Path, sources: list[VideoSource], target: 
         return PySlowFastSink(folder, output.out_dtype, sources)
     if output.layout == "hero":
         return HeroSink(folder)
+    if output.layout == "ego4d":
+        return Ego4DSink(folder)
     if output.layout == "video_features":
         return VideoFeaturesSink(folder, _video_features_streams(target.spec), target.spec.sampling.fps,
                                  target.spec.input == "audio")

@@ -28,9 +28,9 @@ from .ledger import Fingerprint
 from .runner import VideoResult
 from .sources import VideoSource
 from .writers import (PYSLOWFAST_DIR, extra_path, output_path, pyslowfast_paths, read_features, remove_stale_temps,
-                      write_array, write_features, write_hero_features, write_latent_vector)
+                      write_array, write_ego4d_features, write_features, write_hero_features, write_latent_vector)
 
-LAYOUTS = ("vidvec", "pyslowfast", "hero", "video_features")
+LAYOUTS = ("vidvec", "pyslowfast", "hero", "video_features", "ego4d")
 
 
 class OutputError(Exception):
@@ -69,6 +69,7 @@ class _Files:
 
     layout = ""
     suffix = ""
+    row = ""  # what one row stands for where rows are positional (HERO's chunks): then none may be missing
 
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
@@ -122,6 +123,9 @@ class _Files:
             raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
 
     def write(self, result: VideoResult, fingerprint: Fingerprint | None) -> Path:
+        if self.row and result.partial and "clips_left_out" in result.partial.detail:
+            raise OutputError(f"{result.partial.note} (--layout {self.layout} keeps one row per {self.row}: none may "
+                              "be missing)")
         path = self.path(result.source)
         try:
             self._write(path, result, fingerprint)
@@ -218,14 +222,22 @@ class HeroSink(_Files):
 
     layout = "hero"
     suffix = "npz"
-
-    def write(self, result: VideoResult, fingerprint: Fingerprint | None) -> Path:
-        if result.partial and "clips_left_out" in result.partial.detail:
-            raise OutputError(f"{result.partial.note} (--layout hero keeps one row per chunk: none may be missing)")
-        return super().write(result, fingerprint)
+    row = "chunk"
 
     def _write(self, path: Path, result: VideoResult, fingerprint: Fingerprint | None) -> None:
         write_hero_features(path, result.arrays["features"])
+
+
+class Ego4DSink(_Files):
+    """``OUT/<key>.pt``: one float32 tensor (N, D), one row per window, as Ego4D's feature tool saves each video
+    uid (``torch.save(features, f"{out_path}/{uid}.pt")``); a result with clips left out cannot be written."""
+
+    layout = "ego4d"
+    suffix = "pt"
+    row = "window"
+
+    def _write(self, path: Path, result: VideoResult, fingerprint: Fingerprint | None) -> None:
+        write_ego4d_features(path, result.arrays["features"])
 
 
 # video_features' feature_type for the families it has (its file names: <stem>_<feature_type>.npy).
@@ -242,6 +254,7 @@ class VideoFeaturesSink(_Files):
 
     layout = "video_features"
     suffix = "npy"
+    row = "stack"
 
     def __init__(self, out: Path, streams: Sequence[tuple[str, slice]], fps: float | None, audio: bool) -> None:
         super().__init__(out)
@@ -253,12 +266,6 @@ class VideoFeaturesSink(_Files):
     def _file(self, source: VideoSource, name: str) -> Path:
         base = output_path(self.out, source.key, self.suffix, source.output)
         return base.with_name(f"{base.name[:-len(self.suffix) - 1]}_{name}.{self.suffix}")
-
-    def write(self, result: VideoResult, fingerprint: Fingerprint | None) -> Path:
-        if result.partial and "clips_left_out" in result.partial.detail:
-            raise OutputError(f"{result.partial.note} (--layout video_features keeps one row per stack: none may be "
-                              "missing)")
-        return super().write(result, fingerprint)
 
     def _write(self, path: Path, result: VideoResult, fingerprint: Fingerprint | None) -> None:
         source, features = result.source, result.arrays["features"].astype(np.float32)

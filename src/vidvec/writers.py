@@ -127,6 +127,20 @@ def write_hero_features(path: Path, features: Any) -> Path:
     return Path(path)
 
 
+def write_ego4d_features(path: Path, features: Any) -> Path:
+    """Write a video's clip features (N, D) as Ego4D's feature tool saves them (``torch.save`` of one float32
+    tensor, read back with ``torch.load``); atomically; return ``path``."""
+    import torch
+
+    arr = np.asarray(features)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"Ego4D features must be a 2-D float array, not {arr.dtype} {arr.shape}")
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)), f)
+    return Path(path)
+
+
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temp path next to ``final``; on success it replaces ``final`` atomically.
