@@ -222,3 +222,31 @@ def test_no_inputs_gives_nothing(tmp_path: Path) -> None:
     assert collect_sources() == []
     (tmp_path / "empty").mkdir()
     assert collect_sources([tmp_path / "empty"]) == []
+
+
+def test_a_uid_list_picks_videos_of_the_folder_by_id_in_its_order(tmp_path: Path) -> None:
+    # Ego4D's io.uid_list: ids, the videos being <video_dir_path>/<uid>.mp4.
+    touch(tmp_path, "videos/aaa.mp4", "videos/bbb.mp4", "videos/ccc.mp4")
+    uid_file = tmp_path / "uids.txt"
+    uid_file.write_text("ccc\n\n# a comment\naaa\nzzz\naaa\n")
+    ccc, aaa, zzz = collect_sources([tmp_path / "videos"], uids=uid_file)
+    assert (ccc.key, aaa.key, zzz.key) == ("ccc", "aaa", "zzz")
+    assert ccc.path == tmp_path / "videos/ccc.mp4" and aaa.path == tmp_path / "videos/aaa.mp4"
+    assert zzz.path == tmp_path / "videos/zzz.mp4" and not zzz.path.exists()  # fails later as a missing file
+    with pytest.raises(SourceError, match="give the folder that holds them"):
+        collect_sources([], uids=uid_file)
+    with pytest.raises(SourceError, match="uid list not found"):
+        collect_sources([tmp_path / "videos"], uids=tmp_path / "nope.txt")
+
+
+def test_an_id_without_a_video_fails_alone_and_the_run_goes_on(tmp_path: Path) -> None:
+    import media
+    import vidvec
+
+    (tmp_path / "videos").mkdir()
+    media.make_video(tmp_path / "videos" / "aaa.mp4", frames=2)
+    (tmp_path / "uids.txt").write_text("aaa\nmissing\n")
+    outcomes = {o.source.key: o for o in vidvec.extract([tmp_path / "videos"], "efficientnet_lite0", tmp_path / "out",
+                                                        uids=tmp_path / "uids.txt", num_workers=0)}
+    assert outcomes["aaa"].status == "done"
+    assert outcomes["missing"].status == "failed" and "missing.mp4" in str(outcomes["missing"].source.path)

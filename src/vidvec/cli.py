@@ -61,6 +61,9 @@ def extract(
     weights: Optional[List[str]] = typer.Option(
         None, help="Weights entry name, a checkpoint path, or 'random'; once per --model when several."),
     list_file: Optional[Path] = typer.Option(None, "--list", help="Text file with one video path per line."),
+    uids: Optional[Path] = typer.Option(None, "--uids", help="Text file of video ids (Ego4D's uid list): only the "
+                                        "videos <folder>/<id>.<ext> of the given folders, in its order; an id "
+                                        "without a video fails as a missing file."),
     manifest: Optional[Path] = typer.Option(None, help="CSV with video_path and optional output_path, start, end."),
     fmt: Optional[str] = typer.Option(None, "--format", help="npz (default), npy (+ .json sidecar) or pt."),
     layout: str = typer.Option(
@@ -124,6 +127,7 @@ def extract(
     clip_counter = _ClipCounter()
     try:
         run = prepare(inputs or [], model or None, out, weights=weights or None, list_file=list_file, manifest=manifest,
+                      uids=uids,
                       fmt=fmt, layout=layout, out_dtype=out_dtype, batch_size=batch_size, num_workers=num_workers,
                       device=device, dtype=dtype, sampling=overrides,
                       model_options={"streams": streams, **_parse_options(option or [])},

@@ -416,6 +416,7 @@ def prepare(
     weights: str | Sequence[str | None] | None = None,
     list_file: str | Path | None = None,
     manifest: str | Path | None = None,
+    uids: str | Path | None = None,
     fmt: str | None = None,
     layout: str = "vidvec",
     out_dtype: str = "float32",
@@ -513,7 +514,7 @@ def prepare(
     if num_workers is not None and num_workers < 0:
         raise ExtractError(f"--num-workers must be 0 (decode inline) or more, not {num_workers}")
     device = _check_device(device)
-    sources = collect_sources(inputs, list_file=list_file, manifest=manifest)
+    sources = collect_sources(inputs, list_file=list_file, manifest=manifest, uids=uids)
     if not sources:
         raise ExtractError("no videos found in the given inputs")
     overrides = sampling or SamplingOverrides()

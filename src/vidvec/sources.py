@@ -66,6 +66,7 @@ def collect_sources(
     inputs: Sequence[str | Path] = (),
     list_file: str | Path | None = None,
     manifest: str | Path | None = None,
+    uids: str | Path | None = None,
 ) -> list[VideoSource]:
     """Collect the videos of a run, in a deterministic order, each with a unique key.
 
@@ -92,7 +93,10 @@ def collect_sources(
     (``cam1/x``, ``cam2/x``), again with the extension if needed. Adding a file that clashes
     therefore changes the keys of the files it clashes with; those are then processed again.
 
-    Raises `SourceError` for a missing list/manifest file, a manifest without a
+    - ``uids`` (Ego4D's uid list) is a text file of video ids: of the videos found, only those
+      whose key is an id are kept, in the file's order (see `_named_by_uid`).
+
+    Raises `SourceError` for a missing list/manifest/uid file, a manifest without a
     ``video_path`` column or with a bad value (the message names the row), or keys that
     cannot be made unique.
     """
@@ -148,10 +152,26 @@ def collect_sources(
         for e in loose:
             e.root = loose_root
     keys = _unique_keys(ordered, _common_parent(roots) if roots else Path("/"))
-    return [
+    sources = [
         VideoSource(path=e.path, key=k, output=e.output, start=e.start, end=e.end)
         for e, k in zip(ordered, keys)
     ]
+    return sources if uids is None else _named_by_uid(sources, Path(uids), folder_roots)
+
+
+def _named_by_uid(sources: list[VideoSource], uid_file: Path, folders: list[Path]) -> list[VideoSource]:
+    """The videos ``uid_file`` names, in its order (Ego4D's uid list: one id per line, the video being
+    ``<folder>/<id>.<ext>``, so an id is a key). An id no video has becomes ``<first folder>/<id>.mp4``, which
+    the run then reports as a missing file, as it does any other."""
+    if not folders:
+        raise SourceError(f"--uids {uid_file} names videos by id: give the folder that holds them")
+    by_key = {source.key: source for source in sources}
+    chosen: dict[str, VideoSource] = {}
+    for line in _read_lines(uid_file, "uid list"):
+        uid = line.strip()
+        if uid and not uid.startswith("#") and uid not in chosen:
+            chosen[uid] = by_key.get(uid) or VideoSource(path=folders[0] / f"{uid}.mp4", key=uid)
+    return list(chosen.values())
 
 
 def _absolute(path: Path) -> Path:
