@@ -37,10 +37,11 @@ def _fail(message: str) -> None:
 def _pyslowfast_out(inputs: List[Path], layout: str, listed: Optional[Path]) -> Path:
     """Where a run without --out keeps its ledger: only the Latent Vectors Service's way, one folder of videos
     and its vectors in FOLDER/output_vecs (a single video: its folder's)."""
-    if layout != "pyslowfast":
-        _fail("missing --out: the output folder (only --layout pyslowfast with one folder of videos may leave it out)")
+    if layout not in ("pyslowfast", "lvs-timeline"):
+        _fail("missing --out: the output folder (only --layout pyslowfast or lvs-timeline with one folder of videos "
+              "may leave it out)")
     if len(inputs) != 1 or listed is not None:
-        _fail("--layout pyslowfast without --out takes one folder of videos (its ledger goes to "
+        _fail(f"--layout {layout} without --out takes one folder of videos (its ledger goes to "
               "FOLDER/output_vecs); give --out for several inputs, a --list or a --manifest")
     from .writers import PYSLOWFAST_DIR
 

@@ -26,8 +26,8 @@ from .local import DecodeOptions, local_events
 from .registry import ModelCard, get_card
 from .runner import DTYPES, ModelOptions, ModelRunner, VideoResult, default_batch_size
 from .sampling import SamplingSpec
-from .sinks import (LAYOUTS, VIDEO_FEATURES_TYPES, Ego4DSink, FileSink, HeroSink, OutputError, PySlowFastSink,
-                    Sink, VideoFeaturesSink, span_seconds)
+from .sinks import (LAYOUTS, VIDEO_FEATURES_TYPES, Ego4DSink, FileSink, HeroSink, LvsTimelineSink, OutputError,
+                    PySlowFastSink, Sink, VideoFeaturesSink, span_seconds)
 from .sources import VideoSource, collect_sources
 from .spec import ModelSpec, OutputSpec, RunSpec, SpecError, plan_model
 from .weights import DEFAULT_MODEL, LoadedModel, card_for
@@ -481,6 +481,11 @@ def prepare(
             raise ExtractError("--layout pyslowfast needs an output folder (--out) for its ledger")
         if several:
             raise ExtractError("--layout pyslowfast holds one model's vectors; run one model at a time")
+    if layout == "lvs-timeline" and (fmt not in (None, "npy") or logits or top_k or out is None or several
+                                     or (sampling is not None and sampling.crops not in (None, 1))):
+        raise ExtractError("--layout lvs-timeline writes <video folder>/output_vecs/output_latent_vec_<stem>.pk, one "
+                           "vector per interval of one model: it needs --out (for the ledger) and takes no --format, "
+                           "--logits, --top-k, --crops 3 or second model")
     if layout == "hero" and (fmt not in (None, "npz") or logits or top_k or out is None):
         raise ExtractError("--layout hero writes OUT/<name>.npz with float16 features only: it needs --out and "
                            "takes no --format, --logits or --top-k")
@@ -500,7 +505,7 @@ def prepare(
                                "video_features (the default with this layout), not another sampling rule")
         if sampling.base is None and sampling.rule is None:  # the layout's files follow that tool's rules
             sampling = dataclasses.replace(sampling, base="video_features")
-    fmt = fmt or {"pyslowfast": "npy", "video_features": "npy", "ego4d": "pt"}.get(layout, "npz")
+    fmt = fmt or {"pyslowfast": "npy", "lvs-timeline": "npy", "video_features": "npy", "ego4d": "pt"}.get(layout, "npz")
     if fmt not in FORMATS:
         raise ExtractError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if out_dtype not in ("float32", "float16"):
@@ -557,6 +562,8 @@ def _sink(output: OutputSpec, folder: Path, sources: list[VideoSource], target: 
           execution: ExecutionOptions) -> Sink:
     if output.layout == "pyslowfast":
         return PySlowFastSink(folder, output.out_dtype, sources)
+    if output.layout == "lvs-timeline":
+        return LvsTimelineSink(folder, output.out_dtype, sources)
     if output.layout == "hero":
         return HeroSink(folder)
     if output.layout == "ego4d":

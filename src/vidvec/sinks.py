@@ -28,9 +28,10 @@ from .ledger import Fingerprint
 from .runner import VideoResult
 from .sources import VideoSource
 from .writers import (PYSLOWFAST_DIR, extra_path, output_path, pyslowfast_paths, read_features, remove_stale_temps,
-                      write_array, write_ego4d_features, write_features, write_hero_features, write_latent_vector)
+                      write_array, write_ego4d_features, write_features, write_hero_features, write_latent_vector,
+                      write_lvs_timeline)
 
-LAYOUTS = ("vidvec", "pyslowfast", "hero", "video_features", "ego4d")
+LAYOUTS = ("vidvec", "pyslowfast", "lvs-timeline", "hero", "video_features", "ego4d")
 
 
 class OutputError(Exception):
@@ -214,6 +215,25 @@ class PySlowFastSink(_Files):
 
     def _write(self, path: Path, result: VideoResult, fingerprint: Fingerprint | None) -> None:
         write_latent_vector(path, result.arrays["video_vector"], self.out_dtype, _video_predictions(result.arrays))
+
+
+class LvsTimelineSink(PySlowFastSink):
+    """The Latent Vectors Service's dense timeline (its Social-IQ form): ``<video folder>/output_vecs/
+    output_latent_vec_<stem>.pk`` beside the video (a manifest's ``output_path`` wins, its suffix made ``.pk``),
+    a pickle of ``{stem: {"features": (N, D), "intervals": (N, 2) seconds}}``, every vector with its own interval
+    (clips left out leave no row and no interval)."""
+
+    layout = "lvs-timeline"
+    suffix = "pk"
+
+    def path(self, source: VideoSource) -> Path:
+        if source.output is not None:
+            return (self.out / source.output).with_suffix(".pk")
+        return self._beside[source.key].with_suffix(".pk")
+
+    def _write(self, path: Path, result: VideoResult, fingerprint: Fingerprint | None) -> None:
+        write_lvs_timeline(path, Path(result.source.path).stem, result.arrays["features"],
+                           result.arrays["timestamps"], self.out_dtype)
 
 
 class HeroSink(_Files):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import secrets
 import sys
 from collections.abc import Iterator, Mapping
@@ -124,6 +125,20 @@ def write_hero_features(path: Path, features: Any) -> Path:
     with atomic_path(Path(path)) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, features=arr.astype(np.float16))
+    return Path(path)
+
+
+def write_lvs_timeline(path: Path, name: str, features: Any, intervals: Any, out_dtype: str = "float32") -> Path:
+    """Write a video's dense timeline as the Latent Vectors Service's Social-IQ form pickled it: ``{name:
+    {"features": (N, D) float32 (or ``out_dtype``), "intervals": (N, 2) float64 seconds}}``, one interval per
+    vector; atomically."""
+    features, intervals = np.asarray(features).astype(out_dtype), np.asarray(intervals, dtype=np.float64)
+    if features.ndim != 2 or intervals.shape != (len(features), 2):
+        raise ValueError(f"a timeline needs (N, D) features and (N, 2) intervals, not {features.shape} and "
+                         f"{intervals.shape}")
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as f:
+            pickle.dump({name: {"features": features, "intervals": intervals}}, f, protocol=4)
     return Path(path)
 
 
