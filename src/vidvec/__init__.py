@@ -18,6 +18,7 @@ _PUBLIC = {
     "list_models": "registry",
     "get_card": "registry",
     "SamplingSpec": "sampling",
+    "read_features": "writers",
 }
 __all__ = [*_PUBLIC, "__version__"]
 

@@ -312,7 +312,7 @@ def _print_status(out: Path) -> None:
 
 
 @app.command()
-def inspect(path: Path = typer.Argument(..., help="A feature file written by `vidvec extract`.")) -> None:
+def inspect(path: Path = typer.Argument(..., help="A feature file written by `vidvec extract`, in any layout.")) -> None:
     """Show a feature file's arrays, their shapes, and how it was made."""
     from .writers import read_features
 
@@ -327,6 +327,10 @@ def inspect(path: Path = typer.Argument(..., help="A feature file written by `vi
     for name, array in arrays.items():
         console.print(f"  {name:<20} {str(array.dtype):<8} {tuple(array.shape)}", highlight=False)
     video = provenance.get("video") or {}
+    if "layout" in provenance:  # another tool's layout: the file holds arrays only
+        console.print(f"  layout {provenance['layout']}: no provenance in the file (the ledger of its run has the "
+                      "settings)", highlight=False, soft_wrap=True)
+        return
     console.print(f"  model {provenance.get('model')} weights {provenance.get('weights', {}).get('name')} "
                   f"sampling {provenance.get('sampling')}", highlight=False, soft_wrap=True)
     if video:

@@ -284,17 +284,26 @@ def write_features(
 
 
 def read_features(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """Read a file written by `write_features` (format from the suffix): ``(arrays, provenance)``."""
+    """Read a video's file in any layout vidvec writes: ``(arrays, provenance)``. vidvec's own files (npz, npy with
+    its JSON sidecar, pt) carry their provenance; the other layouts' files have none, and their provenance is
+    ``{"layout": name}``: hero (npz of ``features``), pyslowfast (``output_latent_vec_<stem>.npy``:
+    ``video_vector``, and ``video_topk`` from its JSON when present), video_features (``<stem>_<type>.npy`` with its
+    ``_fps.npy`` and ``_timestamps_ms.npy``), ego4d (pt of one tensor: ``features``) and lvs-timeline (pk:
+    ``features`` and ``intervals``; read without running any code the file could carry)."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
+    if fmt == "pk":
+        return _read_timeline(path)
     _check_format(fmt)
     if fmt == "npz":
         with np.load(path, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
         prov_arr = arrays.pop("provenance", None)
-        prov = json.loads(str(prov_arr[()])) if prov_arr is not None else {}
+        prov = json.loads(str(prov_arr[()])) if prov_arr is not None else {"layout": "hero"}
         return arrays, prov
     if fmt == "npy":
+        if not _sidecar_path(path).exists():
+            return _read_foreign_npy(path)
         arrays = {"features": np.load(path, allow_pickle=False)}
         with open(_sidecar_path(path), encoding="utf-8") as f:
             sidecar = json.load(f)
@@ -304,8 +313,51 @@ def read_features(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     import torch
 
     payload = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(payload, torch.Tensor):
+        return {"features": payload.numpy()}, {"layout": "ego4d"}
     prov = payload.pop("provenance", {})
     return {name: t.numpy() for name, t in payload.items()}, prov
+
+
+def _read_foreign_npy(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """A PySlowFast latent vector (with its top-k JSON) or one of video_features' files (with its siblings)."""
+    array = np.load(path, allow_pickle=False)
+    if path.name.startswith(PYSLOWFAST_PREFIX):
+        arrays = {"video_vector": array}
+        if predictions_path(path).exists():
+            topk = json.loads(predictions_path(path).read_text(encoding="utf-8"))
+            arrays.update({f"video_topk_{k}": np.asarray(v) for k, v in topk.items() if v is not None})
+        return arrays, {"layout": "pyslowfast"}
+    stem = path.name[: -len(".npy")].rsplit("_", 1)[0]
+    arrays = {"features": array}
+    for name in ("fps", "timestamps_ms"):
+        sibling = path.with_name(f"{stem}_{name}.npy")
+        if sibling.exists() and sibling != path:
+            arrays[name] = np.load(sibling, allow_pickle=False)
+    return arrays, {"layout": "video_features"}
+
+
+class _TimelineUnpickler(pickle.Unpickler):
+    """Unpickles dicts, strings and numpy arrays only: a ``.pk`` from elsewhere cannot run code here."""
+
+    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED or (module.startswith("numpy.dtypes") and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a feature timeline")
+
+
+def _read_timeline(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    with open(path, "rb") as f:
+        data = _TimelineUnpickler(f).load()
+    if not (isinstance(data, dict) and len(data) == 1):
+        raise ValueError("a timeline pickle holds one {name: {features, intervals}} entry")
+    (name, entry), = data.items()
+    return {"features": np.asarray(entry["features"]), "intervals": np.asarray(entry["intervals"])}, \
+        {"layout": "lvs-timeline", "name": name}
 
 
 def remove_stale_temps(out_dir: Path) -> int:
