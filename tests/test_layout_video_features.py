@@ -15,9 +15,8 @@ import pytest
 from video_features_fixtures import load_reference
 
 import vidvec
-from vidvec.extraction import ExtractError, SamplingOverrides, _video_features_streams, prepare
-from vidvec.registry import get_card
-from vidvec.spec import plan_model
+from vidvec.extraction import ExtractError, SamplingOverrides, prepare
+from vidvec.sinks import video_features_streams
 
 VIDEO = "v_GGSY1Qvo990.mp4"
 REFERENCE = "fixtures/video_features/tests/clip/reference/v_GGSY1Qvo990_ViT-B_32_1_5_{}.pt"
@@ -46,13 +45,10 @@ def test_clip_files_are_what_video_features_writes(tmp_path, shared_dir):
 
 
 def test_i3d_streams_go_to_rgb_and_flow_files():
-    card = get_card("i3d")
-    both = plan_model(card, "random", card.presets["video_features"], {"streams": "both"})
-    assert _video_features_streams(both) == [("rgb", slice(0, 1024)), ("flow", slice(1024, 2048))]
-    rgb = plan_model(card, "random", card.presets["video_features"], {"streams": "rgb"})
-    assert _video_features_streams(rgb) == [("rgb", slice(None))]
-    r21d = get_card("r2plus1d_18")
-    assert _video_features_streams(plan_model(r21d, "random", r21d.sampling)) == [("r21d", slice(None))]
+    assert video_features_streams("i3d", {}) == [("rgb", slice(0, 1024)), ("flow", slice(1024, 2048))]
+    assert video_features_streams("i3d", {"streams": "rgb"}) == [("rgb", slice(None))]
+    assert video_features_streams("r2plus1d_18", {}) == [("r21d", slice(None))]
+    assert video_features_streams("efficientnet_lite0", {}) == [("efficientnet_lite0", slice(None))]
 
 
 @pytest.mark.parametrize("options, says", [

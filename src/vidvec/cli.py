@@ -312,6 +312,32 @@ def _print_status(out: Path) -> None:
 
 
 @app.command()
+def convert(
+    out: Path = typer.Argument(..., help="A finished output folder of `vidvec extract` in vidvec's own layout."),
+    to: str = typer.Option(..., "--to", help="pyslowfast or lvs-timeline (beside the videos), hero, video_features, "
+                           "ego4d (into a new folder) or csd (one CMU-MultimodalSDK .csd file)."),
+    into: Optional[Path] = typer.Option(None, "--into", help="The new output folder, or the .csd file."),
+) -> None:
+    """Write a finished output folder's vectors in another tool's layout, without computing them again. Exit
+    codes: 0 all converted, 1 some videos could not be, 2 the folder cannot be converted as asked."""
+    from .convert import ConvertError, convert as convert_folder
+
+    converted = failed = 0
+    try:
+        for item in convert_folder(out, to, into):
+            if item.reason is None:
+                converted += 1
+            else:
+                failed += 1
+                err.print(f"FAILED {item.key}: {item.reason}", markup=False, highlight=False, soft_wrap=True)
+    except ConvertError as error:
+        _fail(str(error))
+    err.print(f"converted {converted}, failed {failed} -> {to}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def inspect(path: Path = typer.Argument(..., help="A feature file written by `vidvec extract`, in any layout.")) -> None:
     """Show a feature file's arrays, their shapes, and how it was made."""
     from .writers import read_features

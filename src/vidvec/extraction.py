@@ -23,11 +23,11 @@ from .checkpoints import WeightsError
 from .clips import Slot
 from .ledger import CLAIM_LEASE_S, Claimer, Fingerprint, Ledger, LedgerError, file_fingerprint, run_owner
 from .local import DecodeOptions, local_events
-from .registry import ModelCard, get_card
+from .registry import ModelCard
 from .runner import DTYPES, ModelOptions, ModelRunner, VideoResult, default_batch_size
 from .sampling import SamplingSpec
-from .sinks import (LAYOUTS, VIDEO_FEATURES_TYPES, Ego4DSink, FileSink, HeroSink, LvsTimelineSink, OutputError,
-                    PySlowFastSink, Sink, VideoFeaturesSink, span_seconds)
+from .sinks import (LAYOUTS, Ego4DSink, FileSink, HeroSink, LvsTimelineSink, OutputError, PySlowFastSink, Sink,
+                    VideoFeaturesSink, span_seconds, video_features_streams)
 from .sources import VideoSource, collect_sources
 from .spec import ModelSpec, OutputSpec, RunSpec, SpecError, plan_model
 from .weights import DEFAULT_MODEL, LoadedModel, card_for
@@ -569,24 +569,12 @@ def _sink(output: OutputSpec, folder: Path, sources: list[VideoSource], target: 
     if output.layout == "ego4d":
         return Ego4DSink(folder)
     if output.layout == "video_features":
-        return VideoFeaturesSink(folder, _video_features_streams(target.spec), target.spec.sampling.fps,
-                                 target.spec.input == "audio")
+        return VideoFeaturesSink(folder, video_features_streams(target.spec.name, dict(target.spec.options)),
+                                 target.spec.sampling.fps, target.spec.input == "audio")
     provenance = {"weights_trust": target.spec.weights.trust, "settings_hash": target.settings_hash,
                   **target.settings, "device": execution.device, "batch_size": execution.batch_size
                   or default_batch_size(target.spec.input, torch.device(execution.device).type)}
     return FileSink(folder, output.format, output.out_dtype, provenance)
-
-
-def _video_features_streams(spec: ModelSpec) -> list[tuple[str, slice]]:
-    """The files video_features splits a model's vector into: (name, columns); I3D by stream."""
-    card = get_card(spec.name)
-    streams = dict(spec.options).get("streams", card.options.get("streams", (None,))[0])
-    if streams == "both":  # I3D: [rgb, flow]
-        width = card.option_dims["streams"]["rgb"]
-        return [("rgb", slice(0, width)), ("flow", slice(width, 2 * width))]
-    if streams is not None:
-        return [(streams, slice(None))]
-    return [(VIDEO_FEATURES_TYPES.get(card.family, spec.name.replace("/", "_")), slice(None))]
 
 
 def extract(inputs: Sequence[str | Path] | str | Path = (), model: str | None = None,

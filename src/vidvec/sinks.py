@@ -25,6 +25,7 @@ import numpy as np
 
 from . import __version__
 from .ledger import Fingerprint
+from .registry import get_card
 from .runner import VideoResult
 from .sources import VideoSource
 from .writers import (PYSLOWFAST_DIR, extra_path, output_path, pyslowfast_paths, read_features, remove_stale_temps,
@@ -263,6 +264,18 @@ class Ego4DSink(_Files):
 # video_features' feature_type for the families it has (its file names: <stem>_<feature_type>.npy).
 VIDEO_FEATURES_TYPES = {"clip": "clip", "s3d": "s3d", "torchvision-video": "r21d", "r2plus1d": "r21d",
                         "torchvision-image": "resnet", "vggish": "vggish"}
+
+
+def video_features_streams(model: str, options: Mapping[str, object]) -> list[tuple[str, slice]]:
+    """The files video_features splits a model's vector into: (name, columns); I3D by stream."""
+    card = get_card(model)
+    streams = options.get("streams", card.options.get("streams", (None,))[0])
+    if streams == "both":  # I3D: [rgb, flow]
+        width = card.option_dims["streams"]["rgb"]
+        return [("rgb", slice(0, width)), ("flow", slice(width, 2 * width))]
+    if streams is not None:
+        return [(str(streams), slice(None))]
+    return [(VIDEO_FEATURES_TYPES.get(card.family, model.replace("/", "_")), slice(None))]
 
 
 class VideoFeaturesSink(_Files):

@@ -15,7 +15,7 @@ import os
 import pickle
 import secrets
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,38 @@ def write_lvs_timeline(path: Path, name: str, features: Any, intervals: Any, out
     with atomic_path(Path(path)) as tmp:
         with open(tmp, "wb") as f:
             pickle.dump({name: {"features": features, "intervals": intervals}}, f, protocol=4)
+    return Path(path)
+
+
+# The metadata keys CMU-MultimodalSDK checks a computational sequence for (mmsdk/mmdatasdk/configurations/
+# metadataconfigs.py). Its list lacks a comma, so it asks for "dimension namescomputational sequence version"
+# rather than the two keys: all three are written, or the SDK's check fails.
+CSD_METADATA_KEYS = ("root name", "computational sequence description", "dimension names",
+                     "computational sequence version", "dimension namescomputational sequence version",
+                     "alignment compatible", "dataset name", "dataset version", "creator", "contact",
+                     "featureset bib citation", "dataset bib citation")
+
+
+def write_csd(path: Path, root_name: str, entries: Iterable[tuple[str, Any, Any]], metadata: Mapping[str, Any]
+              ) -> Path:
+    """Write a CMU-MultimodalSDK computational sequence (HDF5, what ``mmdatasdk.computational_sequence`` reads):
+    ``<root name>/data/<video>/{features (N, D), intervals (N, 2) seconds}`` per ``(video, features, intervals)``
+    entry, and ``<root name>/metadata/<key>``: one JSON string each (``metadata`` fills CSD_METADATA_KEYS; a key
+    it lacks is written as null); atomically."""
+    import h5py
+
+    with atomic_path(Path(path)) as tmp:
+        with h5py.File(tmp, "w", locking=False) as f:  # atomic_path holds the temp's lock
+            root = f.create_group(root_name)
+            data = root.create_group("data")
+            for name, features, intervals in entries:
+                video = data.create_group(name)
+                video.create_dataset("features", data=np.asarray(features, dtype=np.float32))
+                video.create_dataset("intervals", data=np.asarray(intervals, dtype=np.float64))
+            meta = root.create_group("metadata")
+            text = h5py.special_dtype(vlen=str)
+            for key in dict.fromkeys([*CSD_METADATA_KEYS, *metadata]):
+                meta.create_dataset(key, (1,), dtype=text)[0] = json.dumps(metadata.get(key))
     return Path(path)
 
 
