@@ -198,3 +198,33 @@ def test_bad_hero_specs_are_rejected(bad, message):
 def test_other_kinds_leave_the_hero_rule():
     assert HERO.with_overrides(kind="frames", clip_len=1).rule == "uniform"
     assert HERO.with_overrides(clip_len=16).rule == "hero"
+
+
+def _hero_load_npz(slowfast_fname, resnet_fname):
+    """HERO's scripts: collect_video_feature_paths.py counts a video's frames as the shorter of its two feature files,
+    and convert_videodb.py's load_npz reads each npz's ``features`` (float16 made float32), cuts both to that
+    length and concatenates (ResNet first): what its LMDB holds, transcribed."""
+    import numpy as np
+
+    slowfast = np.load(slowfast_fname, allow_pickle=True)["features"]
+    resnet = np.load(resnet_fname, allow_pickle=True)["features"]
+    nframes = min(len(slowfast), len(resnet))
+    if nframes == 0:
+        raise ValueError("wrong ndim")
+    return np.concatenate((resnet.astype(np.float32)[:nframes], slowfast.astype(np.float32)[:nframes]), axis=1)
+
+
+def test_heros_loader_reads_vidvec_hero_files(tmp_path, shared_dir):
+    import vidvec
+    from vidvec.extraction import SamplingOverrides
+
+    video = shared_dir / "assets" / "videos" / "R6llTwEh07w.mp4"
+    hero = SamplingOverrides.preset("hero")
+    (slowfast,) = vidvec.extract([video], "Kinetics/c2/SLOWFAST_8x8_R50", tmp_path / "slowfast_features",
+                                 weights="random", layout="hero", sampling=hero, num_workers=0)
+    (resnet,) = vidvec.extract([video], "resnet18", tmp_path / "resnet_features", weights="random", layout="hero",
+                               sampling=SamplingOverrides(fps=1 / 1.5), num_workers=0)
+    assert slowfast.status == resnet.status == "done"
+    combined = _hero_load_npz(slowfast.output, resnet.output)
+    assert combined.dtype.name == "float32" and combined.shape[1] == 512 + 2304
+    assert len(combined) == min(len(slowfast.features), len(resnet.features)) == 7  # 10.1 s in 1.5 s chunks
