@@ -53,8 +53,8 @@ def _pyslowfast_out(inputs: List[Path], layout: str, listed: Optional[Path]) -> 
 def extract(
     inputs: List[Path] = typer.Argument(None, help="Video files and/or folders (searched recursively)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (features, ledger). Required, "
-                                       "but with --layout pyslowfast and one folder of videos: FOLDER/output_vecs, "
-                                       "as the Latent Vectors Service keeps it."),
+                                       "but with --layout pyslowfast or lvs-timeline and one folder of videos: "
+                                       "FOLDER/output_vecs, as the Latent Vectors Service keeps it."),
     model: Optional[List[str]] = typer.Option(
         None, "--model", "-m", help="Model name (see `vidvec models`); repeat it to run several models on one "
         "decoding pass (each writes to OUT/<model>). Default: the architecture a PySlowFast .pyth given as "
@@ -69,9 +69,10 @@ def extract(
     fmt: Optional[str] = typer.Option(None, "--format", help="npz (default), npy (+ .json sidecar) or pt."),
     layout: str = typer.Option(
         "vidvec", help="vidvec: OUT/<name>.<format>; pyslowfast: <video folder>/output_vecs/"
-        "output_latent_vec_<stem>.npy (the video vector only; OUT keeps the ledger); hero: OUT/<name>.npz "
-        "with only `features` in float16; video_features: OUT/<name>_<feature type>.npy, _fps.npy and "
-        "_timestamps_ms.npy (with its sampling, --preset video_features)."),
+        "output_latent_vec_<stem>.npy (the video vector only; OUT keeps the ledger); lvs-timeline: the same place, "
+        ".pk of features and intervals; hero: OUT/<name>.npz with only `features` in float16; video_features: "
+        "OUT/<name>_<feature type>.npy, _fps.npy and _timestamps_ms.npy (with --preset video_features); ego4d: "
+        "OUT/<name>.pt, one (windows, dim) tensor."),
     out_dtype: str = typer.Option("float32", help="float32 or float16 for stored features."),
     batch_size: Optional[int] = typer.Option(None, help="Clips per model call, across videos (default: 4 for "
                                              "clip models on the CPU, 16 otherwise)."),

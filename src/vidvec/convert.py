@@ -71,9 +71,13 @@ def convert(out: Path, to: str, into: Path | None = None) -> Iterator[Converted]
         return
     sources = [VideoSource(Path(record.video_path), record.key) for record, _ in found]
     sink = _sink(to, Path(into), settings, sources)
+    try:
+        sink.check(sources, absolute_outputs=False)  # the same path checks as a run with that layout
+    except OutputError as error:
+        raise ConvertError(str(error)) from None
     for (record, path), source in zip(found, sources):
         try:
-            arrays, provenance = read_features(path)
+            arrays, provenance = _read(path, record.settings_hash)
             result = VideoResult(0, source, True, info=_info(provenance), arrays=arrays)
             yield Converted(record.key, sink.write(result, None))
         except (OSError, ValueError, KeyError, OutputError) as error:
@@ -81,11 +85,18 @@ def convert(out: Path, to: str, into: Path | None = None) -> Iterator[Converted]
 
 
 def _feature_file(out: Path, key: str, recorded: str | None, fmt: str) -> Path:
-    """The video's file: where the ledger says (a path relative to where that run was started), else where the
-    vidvec layout puts it."""
-    if recorded and Path(recorded).is_file():
-        return Path(recorded)
-    return output_path(out, key, fmt)
+    """The video's file: where the vidvec layout puts it, else (a manifest's output_path) where the ledger says,
+    a path relative to where that run was started."""
+    canonical = output_path(out, key, fmt)
+    return Path(recorded) if recorded and not canonical.is_file() else canonical
+
+
+def _read(path: Path, settings_hash: str | None) -> tuple[dict, dict]:
+    """The file's arrays and provenance, if its provenance says it is the ledger row's (the same settings)."""
+    arrays, provenance = read_features(path)
+    if settings_hash is not None and provenance.get("settings_hash") not in (None, settings_hash):
+        raise ValueError("its settings are not the folder's (another run's file); rerun vidvec extract on it")
+    return arrays, provenance
 
 
 def _sink(to: str, into: Path, settings: dict, sources: list[VideoSource]) -> Sink:
@@ -121,7 +132,7 @@ def _to_csd(settings: dict, found: list, into: Path) -> Iterator[Converted]:
     entries, done = [], []
     for record, path in found:
         try:
-            arrays, _ = read_features(path)
+            arrays, _ = _read(path, record.settings_hash)
             entries.append((record.key, arrays["features"], arrays["timestamps"]))
             done.append(record.key)
         except (OSError, ValueError, KeyError) as error:

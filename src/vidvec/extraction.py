@@ -217,9 +217,10 @@ class Extraction:
 
     @property
     def decode_options(self) -> DecodeOptions:
+        device = torch.device(self.execution.device).type
+        group = self.execution.batch_size or max(default_batch_size(m.input, device) for m in self.spec.models)
         return DecodeOptions(num_workers=self.execution.workers, decoder_threads=self.execution.threads[0],
-                             group=self.execution.batch_size or 16, pin_memory=self.execution.device.startswith("cuda"),
-                             partial=self.spec.partial)
+                             group=group, pin_memory=device == "cuda", partial=self.spec.partial)
 
     def _load_models(self) -> None:
         """Build each model and load its weights (once); ExtractError when a checkpoint cannot be used."""
