@@ -341,9 +341,11 @@ def remux_shifted(src: str | os.PathLike, dst: str | os.PathLike, shift: float, 
     return dst
 
 
-def ffmpeg_fps_filter(num_frames: int, ticks: int, time_base: Fraction, rate: str) -> list[int]:
+def ffmpeg_fps_filter(num_frames: int, ticks: int, time_base: Fraction, rate: str, last: int | None = None
+                      ) -> list[int]:
     """Run FFmpeg's own fps filter on tiny grey frames that carry their index; which index each output
-    frame shows. Each frame lasts ``ticks``, so the input ends one frame after the last (as ffmpeg.c)."""
+    frame shows. Each frame lasts ``ticks`` (the last one ``last`` when given: some muxers give it 1 tick),
+    and the input ends where the last frame does (as ffmpeg.c)."""
     graph = av.filter.Graph()
     source = graph.add_buffer(width=2, height=2, format="gray", time_base=time_base)
     fps = graph.add("fps", fps=rate)
@@ -363,7 +365,8 @@ def ffmpeg_fps_filter(num_frames: int, ticks: int, time_base: Fraction, rate: st
 
     for i in range(num_frames):
         frame = av.VideoFrame.from_ndarray(np.array([[i // 256, i % 256], [0, 0]], np.uint8), format="gray")
-        frame.pts, frame.time_base, frame.duration = i * ticks, time_base, ticks
+        frame.pts, frame.time_base = i * ticks, time_base
+        frame.duration = last if last is not None and i == num_frames - 1 else ticks
         source.push(frame)
         drain()
     source.push(None)

@@ -74,7 +74,7 @@ def test_card_follows_open_clip_openai_config(name: str) -> None:
     assert p.mean == pytest.approx(pretrained["mean"]) and p.std == pytest.approx(pretrained["std"])
 
     assert card.sampling == SamplingSpec("frames", fps=None)
-    assert card.presets["video_features"] == SamplingSpec("frames", fps=None, rule="video_features")
+    assert card.presets["video_features"].sampling == SamplingSpec("frames", fps=None, rule="video_features")
 
 
 def test_rn50x4_sees_288_pixel_frames() -> None:

@@ -217,10 +217,13 @@ def test_bfloat16_compute_stays_close_to_float32(shared_dir):
 
 @pytest.mark.slow
 def test_window_presets(shared_dir):
-    hero = SamplingOverrides.preset("hero")
+    from vidvec.registry import get_card
+
+    card = get_card("r3d_18")
+    hero = SamplingOverrides.preset("hero").apply(card)
     assert (hero.kind, hero.fps, hero.clip_len, hero.stride_seconds, hero.rule, hero.sampling_rate) == (
         "windows", 30.0, 32, 1.5, "hero", 2)
-    ego = SamplingOverrides.preset("ego4d", stride=8)
+    ego = SamplingOverrides.preset("ego4d", stride=8).apply(card)
     assert (ego.fps, ego.clip_len, ego.stride, ego.stride_seconds) == (30.0, 32, 8, None)
     with pytest.raises(ExtractError, match="unknown sampling preset"):
         SamplingOverrides.preset("nope")

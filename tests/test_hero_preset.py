@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from vidvec.decode import probe
-from vidvec.models.pyslowfast.preprocessing import PRESETS
+from vidvec.presets import PRESETS
 from vidvec.sampling import SamplingSpec, StreamTiming, hero_chunk_positions, plan
 from media import ffmpeg_fps_filter
 
-HERO = PRESETS["hero"]
+HERO = PRESETS["hero"].sampling
 
 
 def frames_of(clip, fps: float = 30.0) -> list[int]:
@@ -130,9 +130,11 @@ def test_19_62_fps_video_is_resampled_to_30_and_sampled_at_heros_floor_fps(share
     assert (timing.num_frames, timing.frame_rate, timing.time_base, timing.duration) == (
         355, Fraction(981, 50), Fraction(1, 981), 17701)
     clips = plan(HERO, info.duration, info.fps, timing=timing)
-    shown = ffmpeg_fps_filter(355, 50, Fraction(1, 981), "30")  # FFmpeg's own filter: 543 frames
-    assert len(shown) == 543
-    # ffprobe: duration 17701 / 981 = "18.043833" s, so ceil(12.03) = 13 of the 14 padded chunks (543 frames
+    # FFmpeg's own filter: 541 frames, as `ffmpeg -i v_GGSY1Qvo990.mp4 -vf fps=fps=30` gives (the file's last
+    # frame lasts 1 tick: the stream ends at 17701 ticks, not one whole frame after the last).
+    shown = ffmpeg_fps_filter(355, 50, Fraction(1, 981), "30", last=1)
+    assert len(shown) == 541
+    # ffprobe: duration 17701 / 981 = "18.043833" s, so ceil(12.03) = 13 of the 14 padded chunks (541 frames
     # -> 570 (19 s) -> 630 (21 s) = 14 chunks of 45).
     assert len(clips) == 13
     # floor(k * 39.5333 / 31) for k = 0..31, by hand: never reaches the clamp at 44.
@@ -140,8 +142,8 @@ def test_19_62_fps_video_is_resampled_to_30_and_sampled_at_heros_floor_fps(share
              34, 35, 36, 38, 39]
     for k, clip in enumerate(clips[:12]):
         assert frames_of(clip, 19.62) == [shown[45 * k + i] for i in inner]
-    # The last chunk, positions 540..579: frames up to 542, its copies up to 569, then the last second.
-    tail = [min(p if p < 570 else 540 + (p - 570) % 30, 542) for p in (540 + i for i in inner)]
+    # The last chunk, positions 540..579: frame 540, its copies up to 569, then the last second.
+    tail = [min(p if p < 570 else 540 + (p - 570) % 30, 540) for p in (540 + i for i in inner)]
     assert frames_of(clips[12], 19.62) == [shown[p] for p in tail]
     assert clips[12].padded and not clips[11].padded
     assert [frames_of(c, 19.62) for c in clips] == hero_reference(shown, "3/2", 19, 18.043833)

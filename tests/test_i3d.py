@@ -291,7 +291,7 @@ def test_card() -> None:
     assert (card.family, card.input, card.embed_dim) == ("i3d", "video", 2048)
     assert (card.sampling.kind, card.sampling.fps, card.sampling.clip_len, card.sampling.stride) == (
         "windows", None, 65, 64)
-    assert card.presets["video_features"].rule == "video_features"
+    assert card.presets["video_features"].sampling.rule == "video_features"
     assert card.options == {"streams": ("both", "rgb", "flow"), "flow": ("raft_large", "raft_small"),
                             "flow_region": ("frame", "crop")}
     assert [card.embed_dim_for({"streams": s}) for s in ("both", "rgb", "flow")] == [2048, 1024, 1024]

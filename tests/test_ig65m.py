@@ -124,7 +124,7 @@ def test_card(name: str) -> None:
     assert entry.categories == categories.kinetics400() and len(entry.categories) == 400
     assert entry.preprocess == ig65m.PREPROCESS
     assert card.sampling == SamplingSpec("windows", fps=None, clip_len=clip_len, stride=clip_len)
-    assert card.presets["video_features"] == SamplingSpec("windows", fps=None, clip_len=clip_len, stride=clip_len,
+    assert card.presets["video_features"].sampling == SamplingSpec("windows", fps=None, clip_len=clip_len, stride=clip_len,
                                                         rule="video_features")
 
 

@@ -92,7 +92,9 @@ def test_ssv2_config_and_single_crop_settings():
 
 
 def test_presets_are_named_window_specs():
-    ego, hero = psf.PRESETS["ego4d"], psf.PRESETS["hero"]
+    from vidvec.presets import PRESETS
+
+    ego, hero = PRESETS["ego4d"].sampling, PRESETS["hero"].sampling
     assert (ego.kind, ego.fps, ego.clip_len, ego.stride, ego.backpad_last) == ("windows", 30.0, 32, 16, True)
     # Ego4D's docs/data/features.md: 39 frames give [0, 31] and the backed-up [7, 38].
     assert [round(c.start * 30) for c in plan(ego, duration=39 / 30, native_fps=30.0)] == [0, 7]

@@ -28,7 +28,7 @@ def test_card_lists_torchvision_weights(name: str) -> None:
     assert default.preprocess.resize == (256,) and default.preprocess.crop == (224, 224)
     assert len(default.categories) == 1000
     assert card.sampling == SamplingSpec("frames", fps=None)
-    assert card.presets["video_features"] == SamplingSpec("frames", fps=None, rule="video_features")
+    assert card.presets["video_features"].sampling == SamplingSpec("frames", fps=None, rule="video_features")
 
 
 @pytest.mark.parametrize("name", sorted(RESNETS))

@@ -154,8 +154,8 @@ def test_kinetics400_card_and_small_clips():
     assert (card.family, card.input, card.embed_dim) == ("s3d", "video", 1024)
     assert (card.sampling.kind, card.sampling.fps, card.sampling.clip_len, card.sampling.stride) == \
         ("windows", 25, 64, 64)
-    assert card.presets["video_features"].rule == "video_features"
-    assert card.presets["video_features"].clip_len == 64
+    assert card.presets["video_features"].sampling.rule == "video_features"
+    assert card.presets["video_features"].sampling.clip_len == 64
     trained, video_features = card.weights
     assert trained.url == video_features.url and trained.file_name == "S3D_kinetics400_torchified.pt"
     assert (trained.preprocess.mean, trained.preprocess.std) == ((0.5,) * 3, (0.5,) * 3)  # [-1, 1]

@@ -30,8 +30,13 @@ BEFORE = {
         model="vggish", weights="random", model_options={"postprocess": True})),
     "SlowFast pyslowfast layout top-3": ("cb07dcd497759770", dict(
         model="Kinetics/c2/SLOWFAST_8x8_R50", weights="random", layout="pyslowfast", top_k=3)),
-    "X3D_S hero layout": ("e855791463f817a7", dict(
+    # --preset hero feeds HERO's own pixels since the HERO presets for ResNet and MIL-NCE S3D (short side 224 by
+    # ffmpeg's scale filter, crop 224): the same clips with the card's pixels keep the hash of before.
+    "X3D_S hero layout": ("e198aa8b176778b3", dict(
         model="Kinetics/X3D_S", weights="random", layout="hero", sampling=SamplingOverrides.preset("hero"))),
+    "X3D_S hero clips, card pixels": ("e855791463f817a7", dict(
+        model="Kinetics/X3D_S", weights="random", layout="hero", sampling=SamplingOverrides(
+            kind="windows", fps=30.0, clip_len=32, sampling_rate=2, stride_seconds=1.5, crops=1, rule="hero"))),
     "clip_vit_b32 video_features preset logits": ("f22d4b64fa66618f", dict(
         model="clip_vit_b32", weights="random", logits=True, sampling=SamplingOverrides.preset("video_features"))),
     "s3d_kinetics400 ego4d": ("8d697a754f05345e", dict(

@@ -87,12 +87,16 @@ def extract(
     stride: Optional[str] = typer.Option(None, help="Window stride: frames (16) or seconds ('2s')."),
     views: Optional[int] = typer.Option(None, help="Temporal views spread over the video (switches to views sampling)."),
     crops: Optional[int] = typer.Option(None, help="Spatial crops per clip: 1 (centre) or 3."),
-    preset: Optional[str] = typer.Option(None, help="A named window scheme: ego4d (32 frames at 30 fps, stride 16), "
-                                                    "hero (HERO's SlowFast clips: one per 1.5 s chunk, 32 frames "
-                                                    "from its start, padded at the video's end by looping as HERO "
-                                                    "does), or video_features "
-                                                    "(each model's v-iashin/video_features defaults and timestamps_ms; "
-                                                    "--fps/--clip-len/--stride set its extraction_fps/stack/step)."),
+    preset: Optional[str] = typer.Option(None, help="Another tool's way of running the model: ego4d (32 frames at "
+                                                    "30 fps, stride 16), hero (HERO's extractors: for clip models one "
+                                                    "clip per 1.5 s chunk, 32 frames from its start, padded at the "
+                                                    "video's end as HERO does; for image models one frame per 1.5 s, "
+                                                    "L2-normalised; its pixels; --stride 2s for 2 s), or "
+                                                    "video_features (each model's v-iashin/video_features defaults "
+                                                    "and timestamps_ms; --fps/--clip-len/--stride set its "
+                                                    "extraction_fps/stack/step)."),
+    normalize: Optional[str] = typer.Option(None, help="none or l2: store each clip's vector divided by its L2 norm "
+                                            "(default: none, or what --preset says)."),
     streams: Optional[str] = typer.Option(None, help="I3D: rgb, flow or both (default)."),
     option: Optional[List[str]] = typer.Option(
         None, "--option", help="A model build option as KEY=VALUE, e.g. flow=raft_small (I3D) or "
@@ -132,7 +136,7 @@ def extract(
                       uids=uids,
                       fmt=fmt, layout=layout, out_dtype=out_dtype, batch_size=batch_size, num_workers=num_workers,
                       device=device, dtype=dtype, sampling=overrides,
-                      model_options={"streams": streams, **_parse_options(option or [])},
+                      model_options={"streams": streams, **_parse_options(option or [])}, normalize=normalize,
                       top_k=top_k, logits=logits, save_flow=save_flow, retry_failed=retry_failed, overwrite=overwrite,
                       partial=partial, absolute_outputs=absolute_outputs, on_clips=clip_counter)
     except (ExtractError, SettingsMismatch, SourceError, WeightsError, LedgerError, ValueError) as error:

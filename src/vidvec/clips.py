@@ -252,7 +252,7 @@ class _Truncated(Exception):
 
 def _decoder(source: VideoSource, pres: Sequence[Preprocess], threads: int) -> VideoDecoder:
     sizes = [p.decoder_size for p in pres]
-    filters = [p.interpolation if p.decoder_size is not None else "bilinear" for p in pres]
+    filters = [p.decoder_filter for p in pres]
     several = len(pres) > 1
     return VideoDecoder(source.path, size=sizes if several else sizes[0], threads=threads,
                         interpolation=filters if several else filters[0])

@@ -59,6 +59,9 @@ class VideoInfo:
     start_pts: int | None = None  # timestamp (ticks) of the first frame (dts for AVI, as start_time)
     # Frames do not sit on one grid: the header's base rate differs from the average (phones, screen capture).
     variable_rate: bool = False
+    # Ticks from the container's start to the first frame: where the ffmpeg command line, which counts from the
+    # container's start, places the first frame (2 for an AVI whose first frame is stamped 2/30 s).
+    lead_pts: int = 0
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-serialisable)."""
@@ -320,6 +323,7 @@ class _Opened:
             stream_duration=int(s.duration) if s.duration and s.duration > 0 else None,
             start_pts=self.start_ts,
             variable_rate=_variable_rate(s),
+            lead_pts=self.start_ts - round(Fraction(self.container.start_time or 0, av.time_base) / tb),
         )
 
 
@@ -365,6 +369,26 @@ def _target_size(size: SizeSpec, height: int, width: int) -> tuple[int, int]:
     return h, w
 
 
+class _ScaleFilter:
+    """FFmpeg's ``scale`` filter, then rgb24, on one frame at a time: what ``ffmpeg -vf scale=W:H:flags=F
+    -pix_fmt rgb24`` makes of it (swscale set up by the filter, which also reads the frame's chroma siting)."""
+
+    def __init__(self, frame: av.VideoFrame, width: int, height: int, interpolation: str) -> None:
+        self._graph = av.filter.Graph()
+        self._source = self._graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
+                                              time_base=Fraction(1, 1))
+        chain = [self._source, self._graph.add("scale", f"w={width}:h={height}:flags={interpolation}"),
+                 self._graph.add("format", "rgb24"), self._graph.add("buffersink")]
+        for upstream, downstream in zip(chain, chain[1:]):
+            upstream.link_to(downstream)
+        self._sink = chain[-1]
+        self._graph.configure()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        self._source.push(frame)
+        return self._sink.pull().to_ndarray()
+
+
 class VideoDecoder:
     """Decode one video by presentation time. Use as a context manager or call :meth:`close`.
 
@@ -372,8 +396,8 @@ class VideoDecoder:
     size. Frames are resized by swscale before the YUV -> RGB conversion, so no full-size copy is made.
     A list of sizes gives each frame at every size (several models fed from one decoding pass): ``frames_at``
     then yields a tuple of arrays, one per size.
-    interpolation: swscale's filter for the resize (``bilinear``, ``bicubic``, ``area``, ``nearest``), one for
-    all sizes or a list with one per size.
+    interpolation: swscale's filter for the resize (``bilinear``, ``bicubic``, ``area``, ``nearest``; or
+    ``scale:NAME``, resized by FFmpeg's scale filter with that flag), one for all sizes or a list with one per size.
     threads: decoder threads (0 = one per core). seek_gap: seconds ahead beyond which frames_at seeks to a
     keyframe instead of decoding through.
     """
@@ -397,14 +421,14 @@ class VideoDecoder:
             raise ValueError("give at least one output size")
         self.out_height, self.out_width = sizes[0]
         filters = interpolation if isinstance(interpolation, list) else [interpolation] * len(sizes)
-        if len(filters) != len(sizes) or any(f not in SWSCALE_FILTERS for f in filters):
-            raise ValueError(f"interpolation must be one of {sorted(SWSCALE_FILTERS)} per output size, "
-                             f"got {interpolation!r}")
+        if len(filters) != len(sizes) or any(f.removeprefix("scale:") not in SWSCALE_FILTERS for f in filters):
+            raise ValueError(f"interpolation must be one of {sorted(SWSCALE_FILTERS)} (or scale:NAME, FFmpeg's "
+                             f"scale filter) per output size, got {interpolation!r}")
         # np.rot90 turns counter-clockwise for positive k; the info rotation is clockwise.
         self._rot_k = (-self.info.rotation // 90) % 4
         # What swscale produces per output, before rotation: (width, height, filter). Equal ones convert once.
-        self._conv = [((h, w) if self._rot_k % 2 else (w, h)) + (SWSCALE_FILTERS[f],)
-                      for (h, w), f in zip(sizes, filters)]
+        self._conv = [((h, w) if self._rot_k % 2 else (w, h))
+                      + (f if f.startswith("scale:") else SWSCALE_FILTERS[f],) for (h, w), f in zip(sizes, filters)]
         # Matroska stores milliseconds, so frame 2 at 30 fps sits at 0.067 s, 0.33 ms after 2/30: when frame
         # times are not whole ticks they were rounded, so allow half a tick (if small next to a frame).
         # Whole ticks per frame (mp4 1/15360 at 30 fps, 1/981 at 19.62 fps, AVI 1/30) are exact: no widening.
@@ -418,6 +442,7 @@ class VideoDecoder:
         # Reformatters are kept per output so their SwsContext stays cached: frame.to_ndarray(width=...)
         # builds a new one per call, which costs more than the conversion itself (docs/benchmarks.md).
         self._reformatters = {conv: (VideoReformatter(), VideoReformatter()) for conv in self._conv}
+        self._scale_filters: dict[tuple, _ScaleFilter] = {}  # per output and input geometry
         self._scale_in_yuv = True
         # Spans (start, end; end None: to the end of the data) where frames_at found no decoded frame.
         self.gaps: list[tuple[float, float | None]] = []
@@ -575,6 +600,11 @@ class VideoDecoder:
 
     def _to_rgb(self, frame: av.VideoFrame, conv: tuple[int, int, str]) -> np.ndarray:
         w, h, interpolation = conv
+        if interpolation.startswith("scale:"):
+            key = (conv, frame.width, frame.height, frame.format.name)
+            if key not in self._scale_filters:
+                self._scale_filters[key] = _ScaleFilter(frame, w, h, interpolation.removeprefix("scale:"))
+            return self._scale_filters[key](frame)
         scaler, reformatter = self._reformatters[conv]
         if (frame.width, frame.height) != (w, h) and self._scale_in_yuv:
             # Scaling in the decoder's own (planar YUV) format, then converting the small picture, is faster

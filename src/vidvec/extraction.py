@@ -28,8 +28,10 @@ from .runner import DTYPES, ModelOptions, ModelRunner, VideoResult, default_batc
 from .sampling import SamplingSpec
 from .sinks import (LAYOUTS, Ego4DSink, FileSink, HeroSink, LvsTimelineSink, OutputError, PySlowFastSink, Sink,
                     VideoFeaturesSink, span_seconds, video_features_streams)
+from .presets import Preset, laid_over, preset_names
+from .presets import resolve as resolve_preset
 from .sources import VideoSource, collect_sources
-from .spec import ModelSpec, OutputSpec, RunSpec, SpecError, plan_model
+from .spec import NORMALIZATIONS, ModelSpec, OutputSpec, RunSpec, SpecError, plan_model
 from .weights import DEFAULT_MODEL, LoadedModel, card_for
 from .writers import FORMATS
 
@@ -39,13 +41,11 @@ class ExtractError(Exception):
     be written): one line."""
 
 
-# Presets that are per model: the card's own spec under this name in ``card.presets`` (e.g. the window scheme
-# v-iashin/video_features uses for that model), rather than one scheme for every model.
-MODEL_PRESETS = ("video_features",)
-
-
 @dataclass(frozen=True)
 class SamplingOverrides:
+    """Sampling options given for a run, over each model's default or over a named preset (:mod:`vidvec.presets`),
+    resolved per model by :meth:`apply`."""
+
     kind: str | None = None
     fps: float | None = None
     clip_len: int | None = None
@@ -56,37 +56,35 @@ class SamplingOverrides:
     backpad_last: bool | None = None
     rule: str | None = None
     sampling_rate: int | None = None
-    base: str | None = None  # a per-model preset (MODEL_PRESETS) to start from instead of the model's default
+    preset_name: str | None = None  # a named scheme of another tool (presets.preset_names())
 
     @classmethod
     def preset(cls, name: str, **explicit: object) -> "SamplingOverrides":
-        """A named window scheme (``ego4d``, ``hero``, or per model ``video_features``); explicit options that
-        are not None win over it."""
-        from .models.pyslowfast.preprocessing import PRESETS
+        """A named scheme (``ego4d``, ``hero``, ``video_features``); explicit options that are not None win
+        over it."""
+        if name not in preset_names():
+            raise ExtractError(f"unknown sampling preset {name!r}; choose one of {', '.join(preset_names())}")
+        return cls(preset_name=name, **{k: v for k, v in explicit.items() if v is not None})
 
-        if name in MODEL_PRESETS:
-            return cls(base=name, **{k: v for k, v in explicit.items() if v is not None})
-        if name not in PRESETS:
-            raise ExtractError(f"unknown sampling preset {name!r}; choose one of {', '.join([*PRESETS, *MODEL_PRESETS])}")
-        spec = PRESETS[name]
-        fields = {"kind": spec.kind, "fps": spec.fps, "clip_len": spec.clip_len, "stride": spec.stride,
-                  "stride_seconds": spec.stride_seconds, "crops": spec.crops, "backpad_last": spec.backpad_last,
-                  "rule": spec.rule, "sampling_rate": spec.sampling_rate}
-        if explicit.get("stride") is not None or explicit.get("stride_seconds") is not None:
-            fields.update(stride=None, stride_seconds=None)
-        fields.update({k: v for k, v in explicit.items() if v is not None})
-        return cls(**fields)
+    def preset_for(self, card: ModelCard) -> tuple[Preset, bool] | None:
+        """This run's preset for ``card`` and whether it is the card's own (None without a preset)."""
+        if self.preset_name is None:
+            return None
+        try:
+            return resolve_preset(card, self.preset_name)
+        except KeyError:
+            raise ExtractError(f"model {card.name} has no {self.preset_name} preset") from None
 
     def apply(self, card: ModelCard) -> SamplingSpec:
-        """The sampling ``card``'s model gets: its default (or its ``base`` preset) with these overrides."""
+        """The sampling ``card``'s model gets: its default (or the preset's) with these overrides."""
         spec = card.sampling
-        if self.base is not None:
-            spec = card.presets.get(self.base)
-            if not isinstance(spec, SamplingSpec):
-                raise ExtractError(f"model {card.name} has no {self.base} preset")
-        changes = {k: v for k, v in self.__dict__.items() if k != "base"}
-        if self.base is not None and self.clip_len is not None:  # the preset's tool counts the stack
-            changes["clip_len"] = self.clip_len + card.stack_extra
+        found = self.preset_for(card)
+        changes = {k: v for k, v in self.__dict__.items() if k != "preset_name"}
+        if found is not None:
+            preset, own = found
+            spec = preset.sampling if own else laid_over(card.sampling, preset)
+            if own and self.clip_len is not None:  # the preset's tool counts the stack
+                changes["clip_len"] = self.clip_len + card.stack_extra
         if self.views is not None and self.kind is None and spec.kind != "views":
             changes["kind"] = "views"
         try:
@@ -213,7 +211,8 @@ class Extraction:
         return ModelOptions(batch_size=self.execution.batch_size, device=self.execution.device,
                             threads=self.execution.threads[1],
                             dtype=self.spec.dtype, top_k=self.spec.top_k, logits=self.spec.logits,
-                            extras=tuple(sorted({e for m in self.spec.models for e in m.extras})))
+                            extras=tuple(sorted({e for m in self.spec.models for e in m.extras})),
+                            normalize=tuple(m.normalize for m in self.spec.models))
 
     @property
     def decode_options(self) -> DecodeOptions:
@@ -427,6 +426,7 @@ def prepare(
     dtype: str = "float32",
     sampling: SamplingOverrides | None = None,
     model_options: Mapping[str, object] | None = None,
+    normalize: str | None = None,
     top_k: int = 0,
     logits: bool = False,
     save_flow: bool = False,
@@ -442,9 +442,10 @@ def prepare(
     cfg), else ``efficientnet_lite0``. Several models (a list) share one decoding pass per video; each writes
     to its own ``out/<model>`` folder, and ``weights``, when given, is a list with one entry per model.
     ``model_options`` are build options a model declares in its card (e.g. I3D's ``streams``); a model that
-    does not declare one is an error. ``layout`` "pyslowfast" writes only each video's vector to
-    ``<video folder>/output_vecs/output_latent_vec_<stem>.npy`` (``out`` then holds just the ledger); "hero"
-    writes ``out/<key>.npz`` with only ``features`` in float16. ``save_flow`` writes the optical flow a model
+    does not declare one is an error. ``normalize`` "l2" stores each clip's vector divided by its L2 norm
+    ("none": as the model gives it; None: as the preset says, else "none"). ``layout`` "pyslowfast" writes
+    only each video's vector to ``<video folder>/output_vecs/output_latent_vec_<stem>.npy`` (``out`` then holds
+    just the ledger); "hero" writes ``out/<key>.npz`` with only ``features`` in float16. ``save_flow`` writes the optical flow a model
     computes (I3D's RAFT flow) clip by clip beside each output, as ``<output stem>.flow/<clip>.npy``.
 
     A truncated or damaged video fails; ``partial`` keeps what was decoded instead (recorded as partial in
@@ -501,11 +502,12 @@ def prepare(
         sampling = sampling or SamplingOverrides()
         if sampling.crops not in (None, 1):
             raise ExtractError("--layout video_features holds one vector per clip: it takes no --crops 3")
-        if sampling.rule not in (None, "video_features"):
+        if sampling.rule not in (None, "video_features") or sampling.preset_name not in (None,
+                                                                                         "video_features"):
             raise ExtractError("--layout video_features stores video_features' timestamps: it takes --preset "
                                "video_features (the default with this layout), not another sampling rule")
-        if sampling.base is None and sampling.rule is None:  # the layout's files follow that tool's rules
-            sampling = dataclasses.replace(sampling, base="video_features")
+        if sampling.preset_name is None and sampling.rule is None:  # the layout's files follow that tool's rules
+            sampling = dataclasses.replace(sampling, preset_name="video_features")
     fmt = fmt or {"pyslowfast": "npy", "lvs-timeline": "npy", "video_features": "npy", "ego4d": "pt"}.get(layout, "npz")
     if fmt not in FORMATS:
         raise ExtractError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -529,7 +531,9 @@ def prepare(
     unused = set(options) - {k for card in cards for k in card.options}
     if unused:
         raise ExtractError(f"no model here takes option(s) {', '.join(sorted(unused))}")
-    spec = RunSpec(tuple(_plan(card, name is None, w, options, overrides, save_flow)
+    if normalize not in (None, *NORMALIZATIONS):
+        raise ExtractError(f"--normalize must be {' or '.join(NORMALIZATIONS)}, not {normalize!r}")
+    spec = RunSpec(tuple(_plan(card, name is None, w, options, overrides, save_flow, normalize)
                          for card, name, w in zip(cards, names, weight_list)),
                    OutputSpec(None if out is None else os.fspath(out), layout, fmt, out_dtype), dtype=dtype,
                    top_k=top_k, logits=logits, partial=partial)
@@ -542,18 +546,25 @@ def prepare(
 
 
 def _plan(card: ModelCard, unnamed: bool, weights: str | os.PathLike | None, options: Mapping[str, object],
-          overrides: SamplingOverrides, save_flow: bool) -> ModelSpec:
+          overrides: SamplingOverrides, save_flow: bool, normalize: str | None) -> ModelSpec:
     """One model's spec: its card (named, or the architecture a checkpoint names), its weights file and hash,
-    its build options, sampling and by-products. Builds nothing."""
+    its build options, sampling, pixels and by-products, as the run's options and preset say. Builds nothing."""
     from_checkpoint = unnamed and card.name != DEFAULT_MODEL
+    found = None if card.input == "audio" else overrides.preset_for(card)
+    preset = found[0] if found else Preset(card.sampling)
+    given = {k: v for k, v in options.items() if k in card.options}
     try:
-        build = {} if from_checkpoint else card.check_options({k: v for k, v in options.items() if k in card.options})
+        build = {} if from_checkpoint else card.check_options({**preset.options, **given})
     except ValueError as error:
         raise ExtractError(str(error)) from None
     # An audio model cuts its own examples: video sampling options do not apply to it.
     sampling = card.sampling if card.input == "audio" else overrides.apply(card)
     extras = card.extras_for(build) if save_flow else ()
-    model = plan_model(card, weights, sampling, build, extras, from_checkpoint)
+    try:
+        model = plan_model(card, weights, sampling, build, extras, from_checkpoint, pixels=preset.pixels,
+                           normalize=normalize or preset.normalize)
+    except ValueError as error:  # pixels a preset sets that this model's preprocessing cannot take
+        raise ExtractError(f"{card.name}: {error}") from None
     if sampling.crops > 1 and card.input != "audio" and model.preprocess.crop is None:
         raise ExtractError(f"{card.name} takes whole frames and crops them itself; it has no --crops 3")
     return model

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from vidvec.audio import AudioFrontend
     from vidvec.models.base import FeatureModel
+    from vidvec.presets import Preset
     from vidvec.sampling import SamplingSpec
     from vidvec.transforms import Preprocess
 
@@ -130,8 +131,8 @@ class ModelCard:
     categories: tuple[str, ...] | None = None        # for cards without weights entries
     # Build options the model takes, each with its allowed values (the first is the default): I3D's streams.
     options: Mapping[str, tuple[Any, ...]] = field(default_factory=dict, compare=False, hash=False)
-    # Window schemes of other tools for this model, by preset name (``--preset video_features``).
-    presets: Mapping[str, SamplingSpec] = field(default_factory=dict, compare=False, hash=False)
+    # Other tools' ways of running this model, by preset name (``--preset video_features``): see vidvec.presets.
+    presets: Mapping[str, Preset] = field(default_factory=dict, compare=False, hash=False)
     text: bool = False  # has a text tower (``module.encode_text``) into the same space as its vectors
     # The vector's size when an option changes it: {option: {value: dim}} (I3D's streams rgb: 1024).
     option_dims: Mapping[str, Mapping[Any, int]] = field(default_factory=dict, compare=False, hash=False)

@@ -40,6 +40,7 @@ class ModelOptions:
     extras: tuple[str, ...] = ()
     fast_paths: bool = True  # BatchNorms folded into convolutions; channels-last on the CPU where the card says so
     threads: int | None = None  # torch's intra-op threads while the run computes (None: as they are)
+    normalize: tuple[str, ...] = ()  # per slot: "l2" divides each clip's vector by its norm (after the logits)
 
 
 @dataclass
@@ -280,6 +281,8 @@ class ModelRunner:
         if kind == "image" and pixels.shape[1] > 1:  # frame-wise model on multi-frame clips: mean over frames
             latent = latent.reshape(len(clips), -1, latent.shape[-1]).mean(1)
             logits = None if logits is None else logits.reshape(len(clips), -1, logits.shape[-1]).mean(1)
+        if slot < len(self.options.normalize) and self.options.normalize[slot] == "l2":
+            latent = torch.nn.functional.normalize(latent.float(), dim=1)
         return latent.float().cpu().numpy(), None if logits is None else logits.float().cpu().numpy(), extras
 
 

@@ -136,9 +136,14 @@ class SamplingSpec:
             if self.stride_seconds is not None:
                 raise ValueError("the video_features rule steps in frames (its step_size): set stride, "
                                  "not stride_seconds")
+        elif self.rule == "hero" and self.kind == "frames":
+            if self.fps is not None or not self.stride_seconds:
+                raise ValueError("the hero rule takes one frame per stride_seconds (HERO's --clip_len, e.g. "
+                                 "--stride 2s), not an fps")
         elif self.rule == "hero":
             if self.kind != "windows":
-                raise ValueError("the hero rule cuts windows (one clip per chunk): use kind='windows'")
+                raise ValueError("the hero rule cuts windows (one clip per chunk) or frames (one per chunk), "
+                                 "not views")
             if self.fps is None or not float(self.fps).is_integer():
                 raise ValueError("the hero rule needs a whole fps: HERO's --target_framerate, the rate its "
                                  f"ffmpeg re-encodes the video to, not {self.fps}")
@@ -186,6 +191,9 @@ class SamplingSpec:
                     f"{self.sampling_rate} at {fps}" + crops)
         if self.rule == "ssv2":
             return f"PySlowFast SSv2 sampling: {self.clip_len} segments of the video at {fps}" + crops
+        if self.rule == "hero" and self.kind == "frames":
+            return (f"HERO sampling: one frame per {self.stride_seconds:g} s through ffmpeg's fps filter (two "
+                    f"per second or more for videos shorter than {self.stride_seconds + 0.1:g} s)" + crops)
         if self.rule == "hero":
             return (f"HERO sampling: one clip of {self.clip_len} frames per {float(_hero_chunk(self)[0]):g} s "
                     f"chunk of the video at {fps}, SlowFast sampling rate {self.sampling_rate}" + crops)
@@ -215,7 +223,8 @@ class StreamTiming:
 
     ``num_frames``: the container's frame count (PySlowFast's video length); ``frame_rate``: the average
     rate; ``time_base``: seconds per tick; ``duration``: the stream duration in ticks; ``start``: the pts of
-    the first frame, in ticks (times in vidvec are relative to it; PySlowFast's pts are absolute).
+    the first frame, in ticks (times in vidvec are relative to it; PySlowFast's pts are absolute); ``lead``:
+    ticks from the container's start to the first frame (the ffmpeg command line counts from the former).
     """
 
     num_frames: int | None
@@ -223,6 +232,7 @@ class StreamTiming:
     time_base: Fraction | None = None
     duration: int | None = None
     start: int = 0
+    lead: int = 0
 
     @classmethod
     def from_info(cls, info: Any) -> "StreamTiming":
@@ -238,7 +248,7 @@ class StreamTiming:
         return cls(num_frames=getattr(info, "num_frames", None), frame_rate=rate,
                    time_base=frac(getattr(info, "time_base", None)),
                    duration=getattr(info, "stream_duration", None),
-                   start=int(getattr(info, "start_pts", None) or 0))
+                   start=int(getattr(info, "start_pts", None) or 0), lead=int(getattr(info, "lead_pts", 0) or 0))
 
 
 @dataclass(frozen=True)
@@ -638,18 +648,15 @@ def _plan_video_features(spec: SamplingSpec, duration: float, native_fps: float,
     timescale). A span ``[start, end)`` is treated as a shorter video cut at its frames, stamps staying on the
     source video's clock.
     """
-    rate, fps, header_frames, total, t0, t1, f0, f1, clock = _frame_grid(duration, native_fps, start, end, timing)
+    grid = _frame_grid(duration, native_fps, start, end, timing)
+    rate, fps, header_frames, total, t0, t1, f0, f1, clock = grid
 
     if spec.fps is None:
         frames = list(range(f0, f1))
         stamps = [clock.stamp(i) for i in frames]
     else:
-        # ffmpeg reads the span's frames and ends one frame duration after the last (CFR: at frame f1)
-        origin = clock.ticks(f0)
-        pts = [clock.ticks(i) - origin for i in range(f0, f1)]
         out_rate = Fraction(spec.fps).limit_denominator(2**31 - 1)  # ffmpeg's av_d2q of the filter's rate
-        kept = ffmpeg_fps_filter_frames(pts, clock.ticks(f1) - origin, clock.unit, out_rate)
-        frames = [f0 + j for j in kept]
+        frames = [f0 + j for j in _fps_filtered(grid, out_rate, timing)]
         scale = mp4_timescale(out_rate)
         ticks = scale * out_rate.denominator // out_rate.numerator  # one output frame, in track ticks
         offset = clock.stamp(f0) if f0 else 0.0
@@ -725,26 +732,18 @@ def hero_chunk_positions(length: int, rate: int, chunk_seconds: Fraction, num_fr
 
 def _plan_hero(spec: SamplingSpec, duration: float, native_fps: float, start: float, end: float | None,
                timing: StreamTiming | None) -> list[ClipPlan]:
-    """HERO's SlowFast extractor: ``ffmpeg -i VIDEO -vf fps=fps=R,scale,crop`` to raw frames, cut into chunks
-    by :func:`hero_chunk_positions`. Each clip spans its chunk: HERO's feature k stands for seconds
-    [k * chunk, (k + 1) * chunk). A span ``[start, end)`` is treated as a shorter video cut at its frames
-    (its length in place of the header duration).
+    """HERO's SlowFast and S3D extractors: ``ffmpeg -i VIDEO -vf fps=fps=R,scale,crop`` to raw frames, cut into
+    chunks by :func:`hero_chunk_positions`. Each clip spans its chunk: HERO's feature k stands for seconds
+    [k * chunk, (k + 1) * chunk). Kind frames: its ResNet extractor (:func:`_plan_hero_frames`). A span
+    ``[start, end)`` is treated as a shorter video cut at its frames (its length in place of the header duration).
     """
-    rate, fps, header_frames, total, t0, t1, f0, f1, clock = _frame_grid(duration, native_fps, start, end, timing)
-    origin = clock.ticks(f0)
-    pts = [clock.ticks(i) - origin for i in range(f0, f1)]
+    grid = _frame_grid(duration, native_fps, start, end, timing)
+    known = _hero_duration(grid, timing)
+    if spec.kind == "frames":
+        return _plan_hero_frames(spec, grid, known, timing)
+    rate, fps, t0, t1, f0 = grid.rate, grid.fps, grid.t0, grid.t1, grid.f0
     target = int(spec.fps or 0)
-    shown = ffmpeg_fps_filter_frames(pts, clock.ticks(f1) - origin, clock.unit, Fraction(target))
-    if not shown:
-        raise ValueError(f"nothing to sample: the video re-encoded to {target} fps has no frames")
-
-    # HERO reads ffprobe's stream nb_frames and duration (printed "%f") together and trims only with both.
-    known = None
-    if f0 > 0 or f1 < total:
-        known = t1 - t0
-    elif header_frames and timing and timing.duration and timing.duration > 0 and timing.time_base:
-        tb = timing.time_base
-        known = float(f"{timing.duration * (tb.numerator / tb.denominator):f}")
+    shown = _fps_filtered(grid, Fraction(target), timing)
     chunk_seconds, _ = _hero_chunk(spec)
     video_fps = math.floor(rate.numerator / rate.denominator)  # HERO: floor(avg_frame_rate), e.g. 29.97 -> 29
     clips = hero_chunk_positions(len(shown), target, chunk_seconds, spec.clip_len, spec.sampling_rate,
@@ -757,3 +756,49 @@ def _plan_hero(spec: SamplingSpec, duration: float, native_fps: float, start: fl
         times = tuple(_frame_time(f0 + shown[p], fps) for p in positions)
         plans.append(ClipPlan(k, times, begin, finish, padded))
     return plans
+
+
+def _hero_duration(grid: _FrameGrid, timing: StreamTiming | None) -> float | None:
+    """The duration HERO's loaders read: ffprobe's stream duration (printed "%f"), known only when the header
+    has both it and a frame count; a span [start, end) counts as a video of its length."""
+    if grid.f0 > 0 or grid.f1 < grid.total:
+        return grid.t1 - grid.t0
+    if grid.header_frames and timing and timing.duration and timing.duration > 0 and timing.time_base:
+        tb = timing.time_base
+        return float(f"{timing.duration * (tb.numerator / tb.denominator):f}")
+    return None
+
+
+def _fps_filtered(grid: _FrameGrid, rate: Fraction, timing: StreamTiming | None) -> list[int]:
+    """The span's frames (offsets from f0) that ``ffmpeg -vf fps=fps=rate`` outputs; ValueError when none.
+    ffmpeg reads the span's frames and ends where the stream ends: its header duration for a whole video
+    (some muxers give the last frame a 1-tick duration), else one frame after the span's last (at frame f1).
+    It counts time from the container's start, so a video whose first frame comes later (``timing.lead``)
+    keeps that lead (a span is a video cut at its first frame)."""
+    whole = grid.f0 == 0 and grid.f1 == grid.total
+    origin = grid.clock.ticks(grid.f0) - (timing.lead if timing and grid.f0 == 0 else 0)
+    pts = [grid.clock.ticks(i) - origin for i in range(grid.f0, grid.f1)]
+    end = grid.clock.ticks(grid.f1) - origin
+    if whole and timing and timing.time_base and timing.duration and timing.duration > 0:
+        end = timing.lead + timing.duration
+    shown = ffmpeg_fps_filter_frames(pts, end, grid.clock.unit, rate)
+    if not shown:
+        raise ValueError(f"nothing to sample: the video re-encoded to {float(rate):g} fps has no frames")
+    return shown
+
+
+def _plan_hero_frames(spec: SamplingSpec, grid: _FrameGrid, known: float | None,
+                      timing: StreamTiming | None) -> list[ClipPlan]:
+    """HERO's ResNet extractor (resnets/video_loader.py): ``ffmpeg -vf fps=fps=1/clip_len``, where clip_len is
+    ``stride_seconds``; a video whose known duration d is under clip_len + 0.1 s is read at 2 / max(int(d), 1)
+    fps instead. One frame per output frame of the filter; frame k stands for [k, k + 1) output periods."""
+    framerate = 1 / float(spec.stride_seconds or 0)  # as HERO computes it
+    rate = Fraction(framerate).limit_denominator(1_001_000)  # ffmpeg reads the rate's text with av_d2q
+    if known is not None and 0 < known < 1 / framerate + 0.1:
+        rate = Fraction(2, max(int(known), 1))
+    shown = _fps_filtered(grid, rate, timing)
+    period = 1 / float(rate)
+    return [ClipPlan(k, (_frame_time(grid.f0 + j, grid.fps),), grid.t0 + k * period,
+                     min(grid.t0 + (k + 1) * period, grid.t1) if grid.t0 + k * period < grid.t1
+                     else grid.t0 + (k + 1) * period)
+            for k, j in enumerate(shown)]

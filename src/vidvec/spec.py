@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from .weights import LoadedModel
 
 SPEC_VERSION = 1
+# How each clip's vector is stored: as the model gives it, or divided by its L2 norm.
+NORMALIZATIONS = ("none", "l2")
 
 
 class SpecError(ValueError):
@@ -62,6 +64,7 @@ class ModelSpec:
     options: tuple[tuple[str, Any], ...] = ()  # build options the card declares, sorted by name
     extras: tuple[str, ...] = ()  # by-products kept besides the vector (("flow",) with --save-flow)
     from_checkpoint: bool = False  # the architecture comes from the checkpoint itself (a PySlowFast .pyth's cfg)
+    normalize: str = "none"  # "l2": each clip's vector is stored divided by its L2 norm (after any classifier)
 
     def load(self, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
         """Build the model and load its weights; SpecError when the weights file is not the one planned."""
@@ -75,8 +78,9 @@ class ModelSpec:
             if digest != self.weights.sha256:
                 raise SpecError(f"{weights} has sha256 {digest[:16]}... but the run was planned with "
                                 f"{self.weights.sha256[:16]}...: the file changed since")
-        return load_model(None if self.from_checkpoint else self.name, weights=weights, device=device,
-                          dtype=DTYPES[dtype], build_options=dict(self.options))
+        loaded = load_model(None if self.from_checkpoint else self.name, weights=weights, device=device,
+                            dtype=DTYPES[dtype], build_options=dict(self.options))
+        return replace(loaded, preprocess=self.preprocess)  # as planned (a preset may set its pixels)
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,8 @@ class RunSpec:
         # Keys added after the first release appear only when used, so older folders keep their hash.
         if model.options:
             settings["model_options"] = dict(model.options)
+        if model.normalize != "none":
+            settings["normalize"] = model.normalize
         if "flow" in model.extras:
             settings["save_flow"] = True
         if self.output.layout != "vidvec":
@@ -165,7 +171,7 @@ def _model(data: dict) -> ModelSpec:
         name=data["name"], input=data["input"], weights=WeightsRef(**data["weights"]),
         sampling=SamplingSpec(**data["sampling"]), preprocess=preprocess, latent=data["latent"],
         options=tuple((k, v) for k, v in data["options"]), extras=tuple(data["extras"]),
-        from_checkpoint=data["from_checkpoint"])
+        from_checkpoint=data["from_checkpoint"], normalize=data.get("normalize", "none"))
 
 
 def _plain(value: Any) -> Any:
@@ -181,9 +187,10 @@ def _plain(value: Any) -> Any:
 
 def plan_model(card: ModelCard, weights: str | os.PathLike | None, sampling: SamplingSpec,
                options: Mapping[str, Any] = (), extras: tuple[str, ...] = (), from_checkpoint: bool = False,
-               progress: Any = None) -> ModelSpec:
+               progress: Any = None, pixels: Mapping[str, Any] = {}, normalize: str = "none") -> ModelSpec:
     """The spec of ``card`` with ``weights`` (None: the default entry; an entry name; a checkpoint path;
-    "random"): the file is found (downloaded if it must be) and hashed, the model is not built."""
+    "random"): the file is found (downloaded if it must be) and hashed, the model is not built. ``pixels``:
+    preprocessing fields that replace the weights entry's (a preset's; ValueError if they do not fit)."""
     from .weights import resolve, sha256_file, weights_trust
 
     entry, path = resolve(card, weights, progress)
@@ -194,7 +201,12 @@ def plan_model(card: ModelCard, weights: str | os.PathLike | None, sampling: Sam
         url=entry.url if entry else None,
         trust=weights_trust(entry, path),
     )
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be {' or '.join(NORMALIZATIONS)}, not {normalize!r}")
+    preprocess = card.preprocess_for(entry)
+    if pixels:
+        preprocess = replace(preprocess, **pixels)
     return ModelSpec(name=card.name, input=card.input, weights=ref, sampling=sampling,
-                     preprocess=card.preprocess_for(entry), latent=card.latent,
+                     preprocess=preprocess, latent=card.latent,
                      options=tuple(sorted(dict(options).items())), extras=tuple(extras),
-                     from_checkpoint=from_checkpoint)
+                     from_checkpoint=from_checkpoint, normalize=normalize)

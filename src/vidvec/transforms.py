@@ -49,7 +49,10 @@ class Preprocess:
     (bilinear, bicubic, area or nearest; swscale widens them when shrinking, like PIL's antialiased resize).
     ``resize_backend="torch"``: frames are decoded at their own size and resized with torch's
     ``interpolate`` (``interpolation`` mode, align_corners=False, no antialias) on float pixels, rounded
-    back to uint8, as PySlowFast does, instead of by the decoder's swscale."""
+    back to uint8, as PySlowFast does, instead of by the decoder's swscale. ``resize_backend="ffmpeg"``: by
+    FFmpeg's ``scale`` filter with the ``interpolation`` flag, as ``ffmpeg -vf scale=W:H`` resizes and converts
+    to RGB (it also places the chroma samples where the stream says they sit), for tools that decode with the
+    ffmpeg command line (HERO)."""
 
     resize: tuple[int, ...]
     crop: tuple[int, int] | None
@@ -60,19 +63,19 @@ class Preprocess:
     interpolation: str = "bilinear"
     geometry: Literal["vidvec", "torchvision", "video_features", "video_features_tensor", "pyslowfast"] = "vidvec"
     single_crop: int = 1
-    resize_backend: Literal["decoder", "torch"] = "decoder"
+    resize_backend: Literal["decoder", "torch", "ffmpeg"] = "decoder"
 
     def __post_init__(self) -> None:
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}, not {self.geometry!r}")
         if self.single_crop not in (0, 1, 2):
             raise ValueError(f"single_crop must be 0, 1 or 2, not {self.single_crop!r}")
-        if self.resize_backend not in ("decoder", "torch"):
-            raise ValueError(f"resize_backend must be decoder or torch, not {self.resize_backend!r}")
+        if self.resize_backend not in ("decoder", "torch", "ffmpeg"):
+            raise ValueError(f"resize_backend must be decoder, torch or ffmpeg, not {self.resize_backend!r}")
         if self.geometry == "video_features_tensor" and (self.resize_backend != "torch" or len(self.resize) != 1):
             raise ValueError("geometry video_features_tensor scales the short side in torch: it needs "
                              "resize_backend='torch' and resize=(s,)")
-        if self.resize_backend == "decoder" and self.interpolation not in SWSCALE_FILTERS:
+        if self.resize_backend != "torch" and self.interpolation not in SWSCALE_FILTERS:
             raise ValueError(f"the decoder resizes with {sorted(SWSCALE_FILTERS)}, not {self.interpolation!r} "
                              f"(resize_backend='torch' takes torch's modes)")
 
@@ -115,7 +118,15 @@ class Preprocess:
     @property
     def decoder_size(self) -> Callable[[int, int], tuple[int, int]] | None:
         """The ``size`` to give :class:`vidvec.decode.VideoDecoder`: the resize, unless torch does it."""
-        return self.resized_size if self.resize_backend == "decoder" else None
+        return None if self.resize_backend == "torch" else self.resized_size
+
+    @property
+    def decoder_filter(self) -> str:
+        """The ``interpolation`` to give :class:`vidvec.decode.VideoDecoder` (``scale:NAME``: FFmpeg's scale
+        filter)."""
+        if self.resize_backend == "torch":
+            return "bilinear"  # frames come at their own size: nothing to resize
+        return f"scale:{self.interpolation}" if self.resize_backend == "ffmpeg" else self.interpolation
 
     def resize_frames(self, frames: np.ndarray) -> np.ndarray:
         """uint8 (..., H, W, 3) at decoded size -> uint8 (..., h, w, 3) resized by torch (``resize_backend``

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidvec.checkpoints import load_into, load_state_dict
+from vidvec.presets import Preset
 from vidvec.registry import ModelCard, Weights, register_model
 from vidvec.sampling import SamplingSpec
 from vidvec.transforms import Preprocess
@@ -44,7 +45,7 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 LICENSE = "MIT (openai/CLIP); OpenAI's model card scopes the models to research use"
 FRAMES_NATIVE = SamplingSpec("frames", fps=None)
 # video_features' default for frame-wise models: every frame at the video's own rate.
-VIDEO_FEATURES_FRAMES = SamplingSpec("frames", fps=None, rule="video_features")
+VIDEO_FEATURES_FRAMES = Preset(SamplingSpec("frames", fps=None, rule="video_features"))
 
 # open_clip looks for this file first in an hf_hub entry that names only a repo ('timm/....openai/').
 _HF_FILE = "open_clip_model.safetensors"

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 from vidvec import categories
 from vidvec.checkpoints import WeightsError, fetch, hash_prefix, load_into, load_state_dict, with_batchnorm_counters
 from vidvec.models.torchvision_weights import TORCHVISION_LICENSE, member
+from vidvec.presets import Preset
 from vidvec.registry import ModelCard, Weights, register_model
 from vidvec.sampling import SamplingSpec
 from vidvec.transforms import Preprocess
@@ -165,7 +166,8 @@ def i3d() -> ModelCard:
         read_checkpoint=read_checkpoint,
         load_state=load_state,
         options=OPTIONS,
-        presets={"video_features": SamplingSpec("windows", fps=None, clip_len=65, stride=64, rule="video_features")},
+        presets={"video_features": Preset(SamplingSpec("windows", fps=None, clip_len=65, stride=64,
+                                                        rule="video_features"))},
         option_dims={"streams": {"both": 2 * EMBED_DIM, "rgb": EMBED_DIM, "flow": EMBED_DIM}},
         extras={"flow": {"streams": ("both", "flow")}},
         stack_extra=1,

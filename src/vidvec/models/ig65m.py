@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from vidvec import categories
 from vidvec.checkpoints import hash_prefix
+from vidvec.presets import Preset
 from vidvec.registry import ModelCard, Weights, register_model
 from vidvec.sampling import SamplingSpec
 from vidvec.transforms import Preprocess
@@ -97,7 +98,7 @@ def _card(name: str, clip_len: int, file_name: str, metrics: dict) -> ModelCard:
         latent="global average pool of layer4 (the input of fc), 512-d",
         description=f"R(2+1)D-34 (Tran et al. 2018) pre-trained on IG-65M, fine-tuned on Kinetics-400, "
                     f"{clip_len}-frame 112x112 clips (moabitcoin/ig65m-pytorch port)",
-        presets={"video_features": SamplingSpec("windows", rule="video_features", **windows)},
+        presets={"video_features": Preset(SamplingSpec("windows", rule="video_features", **windows))},
         channels_last=True,
     )
 

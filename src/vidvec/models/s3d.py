@@ -43,6 +43,7 @@ import numpy as np
 
 from vidvec import categories
 from vidvec.checkpoints import WeightsError, fetch, load_into, load_state_dict, with_batchnorm_counters
+from vidvec.presets import HERO_PIXELS, PRESETS, Preset
 from vidvec.registry import ModelCard, Weights, register_model
 from vidvec.sampling import SamplingSpec
 from vidvec.transforms import Preprocess
@@ -151,7 +152,7 @@ def s3d_kinetics400() -> ModelCard:
                "classifier conv, as video_features' S3D features), 1024-d",
         description="S3D (Xie et al. 2018), Kinetics-400, kylemin/S3D weights (those of video_features)",
         read_checkpoint=read_kylemin_checkpoint,
-        presets={"video_features": SamplingSpec(**windows, rule="video_features")},
+        presets={"video_features": Preset(SamplingSpec(**windows, rule="video_features"))},
         channels_last=True,
     )
 
@@ -159,15 +160,16 @@ def s3d_kinetics400() -> ModelCard:
 # ------------------------------------------------------------------------------------ MIL-NCE (HowTo100M)
 
 def build_howto100m(num_classes: int | None = None, vocabulary: Sequence[str] | None = None,
-                    num_embeddings: int = 66250) -> MilNceS3D:
+                    num_embeddings: int = 66250, output: str = "video_embedding") -> MilNceS3D:
     """MIL-NCE S3D with random init. There is no classifier (num_classes must be None or 0). The word table
     has upstream's fixed 66250 rows (80 MB; tests may pass fewer); ``vocabulary`` defaults to none, so a random
-    model encodes every sentence as padding until weights bring the dictionary."""
+    model encodes every sentence as padding until weights bring the dictionary. ``output``: the vector,
+    "video_embedding" (512-d) or "mixed_5c" (1024-d)."""
     if num_classes:
         raise ValueError("s3d_howto100m has no classifier: it embeds video and text in one 512-d space")
     from vidvec.models.s3d_net import MilNceS3D
 
-    return MilNceS3D(num_embeddings=num_embeddings, vocabulary=vocabulary or ())
+    return MilNceS3D(num_embeddings=num_embeddings, vocabulary=vocabulary or (), output=output)
 
 
 _HOWTO100M_URL = "https://www.rocq.inria.fr/cluster-willow/amiech/howto100m/"
@@ -267,5 +269,10 @@ def s3d_howto100m() -> ModelCard:
         read_checkpoint=read_howto100m_checkpoint,
         load_state=load_howto100m_state,
         text=True,
+        options={"output": ("video_embedding", "mixed_5c")},
+        option_dims={"output": {"mixed_5c": 1024}},
+        # HERO's MIL-NCE S3D features (mil-nce/extract.py): its SlowFast clips (HERO_PIXELS included), the
+        # 1024-d mixed_5c average, stored in float16.
+        presets={"hero": Preset(PRESETS["hero"].sampling, pixels=HERO_PIXELS, options={"output": "mixed_5c"})},
         channels_last=True,
     )

@@ -133,15 +133,20 @@ class SentenceEncoder(nn.Module):
 class MilNceS3D(FeatureModel):
     """S3D-G video tower + sentence tower of antoine77340/S3D_HowTo100M, with its state_dict key names.
 
-    ``forward`` gives the 512-d video embedding (upstream's ``video_embedding``), ``features`` the 1024-d
-    mixed_5c average (upstream's ``mixed_5c``), ``encode_text`` the 512-d sentence embeddings.
+    ``forward`` gives the 512-d video embedding (upstream's ``video_embedding``), or with ``output="mixed_5c"``
+    the 1024-d mixed_5c average (``features``, upstream's ``mixed_5c``, what HERO stores); ``encode_text`` the
+    512-d sentence embeddings, in the space of the video embedding.
     """
 
-    has_text = True
+    OUTPUTS = ("video_embedding", "mixed_5c")
 
     def __init__(self, embed_dim: int = 512, num_embeddings: int = 66250,
-                 vocabulary: Sequence[str] = ()) -> None:
+                 vocabulary: Sequence[str] = (), output: str = "video_embedding") -> None:
         super().__init__()
+        if output not in self.OUTPUTS:
+            raise ValueError(f"MIL-NCE S3D output must be {' or '.join(self.OUTPUTS)}, not {output!r}")
+        self.output = output
+        self.has_text = output == "video_embedding"  # sentences live in the video embedding's space only
         # The port keeps the TPU model's space-to-depth stem: 2x2x2 blocks of pixels become 24 channels.
         self.conv1 = Unit3d(24, 64, (2, 4, 4), padding=(1, 2, 2))
         self.conv_2b = Unit3d(64, 64, 1)
@@ -185,7 +190,8 @@ class MilNceS3D(FeatureModel):
         return x.mean(dim=(2, 3, 4))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.features(x))
+        pooled = self.features(x)
+        return pooled if self.output == "mixed_5c" else self.fc(pooled)
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
         return self.text_module(list(texts))

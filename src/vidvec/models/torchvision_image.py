@@ -13,6 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from vidvec.models.torchvision_weights import torchvision_weights
+from vidvec.presets import HERO_FRAMES, Preset
 from vidvec.registry import ModelCard, register_model
 from vidvec.sampling import SamplingSpec
 
@@ -23,7 +24,7 @@ FAMILY = "torchvision-image"
 # Frame-wise models see single frames; the video's own frame rate unless the user sets one.
 FRAMES_NATIVE = SamplingSpec("frames", fps=None)
 # v-iashin/video_features' frame choice for its ResNet extractor (every frame at the video's own rate by default).
-VIDEO_FEATURES_FRAMES = SamplingSpec("frames", fps=None, rule="video_features")
+VIDEO_FEATURES_FRAMES = Preset(SamplingSpec("frames", fps=None, rule="video_features"))
 
 
 def build_torchvision_image(fn_name: str, head: str, default_classes: int = 1000,
@@ -49,7 +50,7 @@ def _card(name: str, enum: str, embed_dim: int, head: str, latent: str, descript
         sampling=FRAMES_NATIVE,
         latent=latent,
         description=description,
-        presets={"video_features": VIDEO_FEATURES_FRAMES},
+        presets={"video_features": VIDEO_FEATURES_FRAMES, "hero": HERO_FRAMES},
         channels_last=True,
     )
 

@@ -11,6 +11,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from vidvec.models.torchvision_weights import torchvision_weights
+from vidvec.presets import Preset
 from vidvec.registry import ModelCard, register_model
 from vidvec.sampling import SamplingSpec
 
@@ -78,7 +79,8 @@ def r2plus1d_18() -> ModelCard:
     # video_features' r2plus1d_18_16_kinetics: stacks of 16 frames every 16 at the native rate.
     return _card("r2plus1d_18", "R2Plus1D_18_Weights", 512, 15, 16, "fc", _RESNET_LATENT,
                  "R(2+1)D-18 (Tran et al. 2018), Kinetics-400, 112x112 clips",
-                 presets={"video_features": SamplingSpec("windows", clip_len=16, stride=16, rule="video_features")})
+                 presets={"video_features": Preset(SamplingSpec("windows", clip_len=16, stride=16,
+                                                                         rule="video_features"))})
 
 
 @register_model

@@ -1,4 +1,5 @@
-"""PySlowFast's test-time sampling and preprocessing, as vidvec specs, plus named window presets.
+"""PySlowFast's test-time sampling and preprocessing, as vidvec specs (other tools' named window schemes are
+in :mod:`vidvec.presets`).
 
 What PySlowFast's test loop feeds a model (upstream ``slowfast/datasets``, pyav backend), reproduced:
 
@@ -45,21 +46,6 @@ SSV2_FRAME_RATE = 30.0
 CHARADES_FRAME_RATE = 24.0
 # Class counts that name the dataset of configs stored without TEST.DATASET (model sections only).
 _CLASS_COUNTS = {174: "ssv2", 157: "charades"}
-
-#: Named sampling schemes for PySlowFast models besides their own test sampling (selectable by name).
-PRESETS: dict[str, SamplingSpec] = {
-    # Ego4D's released SlowFast 8x8 R101 features: windows of 32 consecutive frames of the 30 fps canonical
-    # video, one every 16 frames, and a last window backed up to end at the last frame when the complete
-    # windows leave frames uncovered (Ego4D's docs/data/features.md: 39 frames give [0, 31] and [7, 38]).
-    "ego4d": SamplingSpec("windows", fps=30.0, clip_len=32, stride=16, backpad_last=True),
-    # HERO's SlowFast R50 8x8 features (linjieli222/HERO_Video_Feature_Extractor, slowfast/extract_feature):
-    # the video re-encoded with ffmpeg's fps filter to 30 fps (--target_framerate), cut into 1.5 s chunks
-    # (--clip_len 3/2; its README also uses 2: ``--stride 2s``), one clip of NUM_FRAMES 32 per chunk at
-    # SAMPLING_RATE 2: frames 0, 2, .., 44 of the chunk, then frame 44 again (for a 30 fps video; the step
-    # scales with floor(video fps) / 30). Short tails are tiled as HERO pads its tensor (rule "hero").
-    "hero": SamplingSpec("windows", fps=30.0, clip_len=32, sampling_rate=2, stride_seconds=1.5, rule="hero"),
-}
-
 
 def pyslowfast_dataset(cfg: Mapping[str, Any]) -> str:
     """The test dataset a config's sampling follows: "ssv2", "charades" or the Kinetics-style "kinetics"."""
