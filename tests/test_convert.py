@@ -58,6 +58,17 @@ def test_every_video_goes_into_one_computational_sequence(folder):
     arrays, _ = vidvec.read_features(folder / "feats" / "a.npz")
     np.testing.assert_allclose(data["a"]["features"][()], arrays["features"])
     np.testing.assert_allclose(data["a"]["intervals"][()], arrays["timestamps"])
+    # read back by vidvec too: one video of the sequence by its key
+    back, provenance = vidvec.read_features(folder / "seq.csd", "a")
+    np.testing.assert_allclose(back["features"], arrays["features"])
+    assert (provenance["layout"], provenance["key"], provenance["keys"]) == ("csd", "a", 2)
+    assert provenance["metadata"]["root name"] == "efficientnet_lite0"
+    with pytest.raises(ValueError, match=r"holds 2 videos \(a, b\): name one"):
+        vidvec.read_features(folder / "seq.csd")
+    shown = CliRunner().invoke(app, ["inspect", str(folder / "seq.csd"), "--key", "b"])
+    assert shown.exit_code == 0 and "layout csd: sequence efficientnet_lite0, video b of 2" in shown.output
+    refused = CliRunner().invoke(app, ["inspect", str(folder / "seq.csd")])
+    assert refused.exit_code != 0 and "holds 2 videos (a, b): name one" in refused.output
 
 
 def test_per_video_layouts_hold_the_same_vectors(folder):

@@ -343,14 +343,16 @@ def convert(
 
 
 @app.command()
-def inspect(path: Path = typer.Argument(..., help="A feature file written by `vidvec extract`, in any layout.")) -> None:
+def inspect(path: Path = typer.Argument(..., help="A feature file written by `vidvec extract`, in any layout."),
+            key: Optional[str] = typer.Option(None, "--key", help="The video to show from a .csd (a "
+                                              "computational sequence holds many).")) -> None:
     """Show a feature file's arrays, their shapes, and how it was made."""
     from .writers import read_features
 
     if not path.exists():
         _fail(f"{path}: no such file")
     try:
-        arrays, provenance = read_features(path)
+        arrays, provenance = read_features(path, key)
     except Exception as error:  # anything unreadable: one line, not a traceback
         _fail(f"{path}: not a vidvec feature file ({error})")
     console = Console()
@@ -358,6 +360,10 @@ def inspect(path: Path = typer.Argument(..., help="A feature file written by `vi
     for name, array in arrays.items():
         console.print(f"  {name:<20} {str(array.dtype):<8} {tuple(array.shape)}", highlight=False)
     video = provenance.get("video") or {}
+    if provenance.get("layout") == "csd":
+        console.print(f"  layout csd: sequence {provenance['sequence']}, video {provenance['key']} of "
+                      f"{provenance['keys']}", highlight=False, soft_wrap=True)
+        return
     if "layout" in provenance:  # another tool's layout: the file holds arrays only
         console.print(f"  layout {provenance['layout']}: no provenance in the file (the ledger of its run has the "
                       "settings)", highlight=False, soft_wrap=True)

@@ -315,17 +315,21 @@ def write_features(
     return path
 
 
-def read_features(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+def read_features(path: Path, key: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Read a video's file in any layout vidvec writes: ``(arrays, provenance)``. vidvec's own files (npz, npy with
     its JSON sidecar, pt) carry their provenance; the other layouts' files have none, and their provenance is
     ``{"layout": name}``: hero (npz of ``features``), pyslowfast (``output_latent_vec_<stem>.npy``:
     ``video_vector``, and ``video_topk`` from its JSON when present), video_features (``<stem>_<type>.npy`` with its
     ``_fps.npy`` and ``_timestamps_ms.npy``), ego4d (pt of one tensor: ``features``) and lvs-timeline (pk:
-    ``features`` and ``intervals``; read without running any code the file could carry)."""
+    ``features`` and ``intervals``; read without running any code the file could carry). A CMU-MultimodalSDK
+    ``.csd`` holds many videos: ``key`` names one (it may be left out when there is one); its provenance adds
+    the sequence's name, the key, the number of keys and the sequence's metadata."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt == "pk":
         return _read_timeline(path)
+    if fmt == "csd":
+        return _read_csd(path, key)
     _check_format(fmt)
     if fmt == "npz":
         with np.load(path, allow_pickle=False) as z:
@@ -349,6 +353,30 @@ def read_features(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         return {"features": payload.numpy()}, {"layout": "ego4d"}
     prov = payload.pop("provenance", {})
     return {name: t.numpy() for name, t in payload.items()}, prov
+
+
+def _read_csd(path: Path, key: str | None) -> tuple[dict[str, np.ndarray], dict]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        roots = list(f.keys())
+        if len(roots) != 1 or not {"data", "metadata"} <= set(f[roots[0]].keys()):
+            raise ValueError("a computational sequence holds one group with data and metadata")
+        root = f[roots[0]]
+        keys = sorted(root["data"].keys())
+        if key is None and len(keys) != 1:
+            raise ValueError(f"this sequence holds {len(keys)} videos ({', '.join(keys[:3])}"
+                             f"{', ...' if len(keys) > 3 else ''}): name one")
+        key = keys[0] if key is None else key
+        if key not in root["data"]:
+            raise ValueError(f"no video {key!r} in this sequence")
+        entry = root["data"][key]
+        arrays = {"features": entry["features"][()], "intervals": entry["intervals"][()]}
+        metadata = {}
+        for name, value in root["metadata"].items():
+            text = value[0]
+            metadata[name] = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+    return arrays, {"layout": "csd", "sequence": roots[0], "key": key, "keys": len(keys), "metadata": metadata}
 
 
 def _read_foreign_npy(path: Path) -> tuple[dict[str, np.ndarray], dict]:
