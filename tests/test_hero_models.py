@@ -103,11 +103,13 @@ def vidvec_pixels(path, model: str, **explicit) -> list[np.ndarray]:
     return pixels
 
 
-@pytest.mark.parametrize("name", VIDEOS)
-def test_resnet_frames_are_heros_bit_for_bit(name, shared_dir):
+@pytest.mark.parametrize("model, name", [("resnet152", name) for name in VIDEOS] + [
+    ("clip_vit_b32", name) for name in ("R6llTwEh07w.mp4", "TrumanShow_wave_f_nm_np1_fr_med_26.avi")])
+def test_frame_models_get_heros_frames_bit_for_bit(model, name, shared_dir):
+    """HERO's ResNet loader (whole frames) and its CLIP loader (the same frames, cropped to the model's size)."""
     path = shared_dir / "assets" / "videos" / name
-    expected = hero_decode(path, 1 / 1.5, centercrop=False, short_video_rule=True)
-    mine = vidvec_pixels(path, "resnet152")
+    expected = hero_decode(path, 1 / 1.5, centercrop=model.startswith("clip"), short_video_rule=True)
+    mine = vidvec_pixels(path, model)
     assert len(mine) == len(expected) > 0
     for frame, reference in zip(mine, expected):
         assert_same_pixels(name, frame, reference)
@@ -225,3 +227,4 @@ def test_hero_cli(tmp_path, shared_dir):
     features = np.load(tmp_path / "feats" / "R6llTwEh07w.npz")["features"]
     assert features.dtype == np.float16 and features.shape == (5, 512)  # 10.1 s, one frame per 2 s
     np.testing.assert_allclose(np.linalg.norm(features.astype(np.float32), axis=1), 1.0, atol=2e-3)
+

@@ -48,3 +48,16 @@ def test_what_the_layout_cannot_hold_is_refused_before_any_work(tmp_path, option
     with pytest.raises(ExtractError, match=says):
         prepare([tmp_path], "Kinetics/X3D_XS", weights="random", layout="ego4d", **options)
     assert not (tmp_path / "out").exists()
+
+
+def test_image_models_take_one_frame_every_6_of_the_30_fps_video(shared_dir):
+    """Ego4D's image features (omnivore_image_swinl): window 1, stride 6 frames of the canonical 30 fps video."""
+    from vidvec.extraction import SamplingOverrides, prepare
+    from vidvec.sampling import plan
+
+    path = shared_dir / "assets" / "videos" / "R6llTwEh07w.mp4"  # 30 fps
+    run = prepare([path], "resnet18", None, weights="random", sampling=SamplingOverrides.preset("ego4d"))
+    spec = run.spec.models[0].sampling
+    assert (spec.kind, spec.fps, spec.clip_len, spec.stride) == ("windows", 30.0, 1, 6)
+    clips = plan(spec, 10.0, 30.0)
+    assert len(clips) == 50 and [round(c.times[0] * 30) for c in clips[:3]] == [0, 6, 12]

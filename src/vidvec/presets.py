@@ -9,7 +9,7 @@ docs/compatibility.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from .sampling import SamplingSpec
@@ -17,15 +17,17 @@ from .sampling import SamplingSpec
 
 @dataclass(frozen=True)
 class Preset:
-    """``sampling``: the clips the tool cuts. ``pixels``: the :class:`~vidvec.transforms.Preprocess` fields the
-    tool sets differently from the weights entry (resize, crop, interpolation, geometry; the normalisation
-    stays the weights'). ``options``: build options it implies (user options win). ``normalize``: "l2" when
-    the tool stores each vector divided by its L2 norm."""
+    """``sampling``: the clips the tool cuts (``image_sampling``: for image models, where it differs).
+    ``pixels``: the :class:`~vidvec.transforms.Preprocess` fields the tool sets differently from the weights
+    entry (resize, crop, interpolation, geometry; the normalisation stays the weights'). ``options``: build
+    options it implies (user options win). ``normalize``: "l2" when the tool stores each vector divided by its
+    L2 norm."""
 
     sampling: SamplingSpec
     pixels: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     normalize: str = "none"
+    image_sampling: SamplingSpec | None = None
 
 
 # HERO's extractors (linjieli222/HERO_Video_Feature_Extractor) decode with ``ffmpeg -vf fps=R,scale=W:H``: the
@@ -48,7 +50,9 @@ PRESETS: dict[str, Preset] = {
     # Ego4D's released SlowFast 8x8 R101 features: windows of 32 consecutive frames of the 30 fps canonical
     # video, one every 16 frames, and a last window backed up to end at the last frame when the complete
     # windows leave frames uncovered (Ego4D's docs/data/features.md: 39 frames give [0, 31] and [7, 38]).
-    "ego4d": Preset(SamplingSpec("windows", fps=30.0, clip_len=32, stride=16, backpad_last=True)),
+    # Its image features (omnivore_image_swinl): one frame every 6 frames of the 30 fps video (5 per second).
+    "ego4d": Preset(SamplingSpec("windows", fps=30.0, clip_len=32, stride=16, backpad_last=True),
+                    image_sampling=SamplingSpec("windows", fps=30.0, clip_len=1, stride=6)),
     # HERO's SlowFast R50 8x8 features (slowfast/extract_feature) and MIL-NCE S3D features (mil-nce/, the same
     # Preprocessing): the video re-encoded with ffmpeg's fps filter to 30 fps (--target_framerate), cut into
     # 1.5 s chunks (--clip_len 3/2; its README also uses 2: ``--stride 2s``), one clip of NUM_FRAMES 32 per
@@ -74,9 +78,12 @@ def resolve(card: Any, name: str) -> tuple[Preset, bool]:
     own = card.presets.get(name)
     if own is not None:
         return own, True
-    if name in PRESETS:
-        return PRESETS[name], False
-    raise KeyError(name)
+    if name not in PRESETS:
+        raise KeyError(name)
+    preset = PRESETS[name]
+    if card.input == "image" and preset.image_sampling is not None:
+        preset = replace(preset, sampling=preset.image_sampling)
+    return preset, False
 
 
 def laid_over(sampling: SamplingSpec, preset: Preset) -> SamplingSpec:

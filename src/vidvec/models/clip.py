@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidvec.checkpoints import load_into, load_state_dict
-from vidvec.presets import Preset
+from vidvec.presets import HERO_FRAMES, HERO_PIXELS, Preset
 from vidvec.registry import ModelCard, Weights, register_model
 from vidvec.sampling import SamplingSpec
 from vidvec.transforms import Preprocess
@@ -131,7 +131,11 @@ def _card(name: str, arch: str, hf_repo: str, openai_file: str, embed_dim: int, 
         description=description,
         read_checkpoint=read_checkpoint,
         load_state=load_state,
-        presets={"video_features": VIDEO_FEATURES_FRAMES},
+        # HERO's CLIP features (clip/extract.py): its ResNet frames, the short side scaled to the model's size
+        # and a centre crop of it, encode_image as it is (no L2 normalisation), stored in float16.
+        presets={"video_features": VIDEO_FEATURES_FRAMES,
+                 "hero": Preset(HERO_FRAMES.sampling, pixels={**HERO_PIXELS, "resize": (image_size,),
+                                                              "crop": (image_size, image_size)})},
         text=True,
         channels_last=arch.startswith("RN"),
     )
