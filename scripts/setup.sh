@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# System packages the tests use: the ffmpeg command line (HERO's extractors run it; tests compare with it).
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends ffmpeg
+fi
 stamp=".venv/.vidvec-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && .venv/bin/python -c "import vidvec" 2>/dev/null; then
   exit 0
