@@ -106,6 +106,35 @@ def test_folding_a_low_precision_model_keeps_its_dtype():
     assert model[0].weight.dtype == model[0].bias.dtype == torch.bfloat16
 
 
+class QuickGELU(nn.Module):  # CLIP's activation, as open_clip defines it
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class LooksLikeQuickGELU(nn.Module):  # the name, another function
+    def forward(self, x):
+        return x * torch.sigmoid(x)
+
+
+def test_a_quick_gelu_between_two_linears_becomes_a_silu_and_the_result_is_unchanged():
+    from vidvec.optimize import fold_quick_gelus
+
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(8, 32), QuickGELU(), nn.Linear(32, 8)).eval()
+    x = torch.randn(5, 8)
+    expected = mlp(x).detach()
+    assert fold_quick_gelus(nn.Sequential(mlp)) == 1
+    assert isinstance(mlp[1], nn.SiLU)
+    torch.testing.assert_close(mlp(x), expected, rtol=1e-5, atol=1e-6)
+    other = nn.Sequential(nn.Linear(8, 32), LooksLikeQuickGELU(), nn.Linear(32, 8))
+    LooksLikeQuickGELU.__name__ = "QuickGELU"
+    try:
+        assert fold_quick_gelus(other) == 0 and isinstance(other[1], LooksLikeQuickGELU)
+    finally:
+        LooksLikeQuickGELU.__name__ = "LooksLikeQuickGELU"
+    assert fold_quick_gelus(nn.Sequential(nn.Linear(8, 8), QuickGELU(), nn.ReLU())) == 0  # no Linear after
+
+
 @pytest.mark.parametrize("cores", [1, 2, 3, 4, 8, 16, 64])
 def test_decode_threads_and_model_threads_never_exceed_the_cores(monkeypatch, cores):
     monkeypatch.setattr(extraction, "cores", lambda: cores)

@@ -3,10 +3,13 @@
 - :func:`fold_batch_norms`: each inference-mode BatchNorm that only ever sees one convolution's output is folded
   into that convolution's weights and bias (the BatchNorm becomes an Identity): one pass over every activation
   less, on any device.
+- :func:`fold_quick_gelus`: each Linear -> QuickGELU (x * sigmoid(1.702 x), CLIP's activation) -> Linear run of a
+  Sequential computes Linear' -> SiLU -> Linear' instead, the 1.702 moved into the two Linears' weights: one
+  pass over the MLP's activations where QuickGELU takes three.
 - :func:`to_channels_last` / :func:`as_channels_last`: the layout oneDNN's CPU convolutions are fastest in, for
   the families whose card says so.
 
-Both change the vectors by rounding only (tests/test_fast_paths.py and the PySlowFast parity fixtures bound it);
+They change the vectors by rounding only (tests/test_fast_paths.py and the PySlowFast parity fixtures bound it);
 the figures behind them are in docs/benchmarks.md.
 """
 
@@ -94,6 +97,55 @@ def _fold(conv: nn.Module, norm: nn.Module) -> bool:
     if error <= (1e-4 if dtype in (torch.float32, torch.float64) else 2e-2):
         return True
     conv.weight, conv.bias = kept
+    return False
+
+
+QUICK_GELU_SCALE = 1.702
+
+
+def fold_quick_gelus(module: nn.Module) -> int:
+    """Rewrite, in place, every Linear -> QuickGELU -> Linear run of consecutive children of a Sequential in
+    ``module`` so the activation is a SiLU: silu(1.702 h) / 1.702 = h * sigmoid(1.702 h), with the 1.702 folded
+    into the first Linear and its inverse into the second. An activation is taken for QuickGELU when its class
+    is named so and it computes x * sigmoid(1.702 x) on a probe; each rewrite is checked and undone if it differs.
+    Returns how many were rewritten."""
+    done = 0
+    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for first, act, second in zip(names, names[1:], names[2:]):
+            a, g, b = seq._modules[first], seq._modules[act], seq._modules[second]
+            if isinstance(a, nn.Linear) and isinstance(b, nn.Linear) and _is_quick_gelu(g, a.weight):
+                done += _fold_quick_gelu(seq, first, act, second)
+    return done
+
+
+def _is_quick_gelu(act: nn.Module | None, like: torch.Tensor) -> bool:
+    if act is None or type(act).__name__ != "QuickGELU":
+        return False
+    probe = torch.linspace(-6, 6, 97, dtype=like.dtype, device=like.device)
+    with torch.no_grad():
+        return bool(torch.allclose(act(probe), probe * torch.sigmoid(QUICK_GELU_SCALE * probe), atol=1e-6))
+
+
+def _fold_quick_gelu(seq: nn.Sequential, first: str, act: str, second: str) -> bool:
+    a, g, b = seq._modules[first], seq._modules[act], seq._modules[second]
+    kept = (a.weight, a.bias, b.weight)
+    probe = torch.randn(4, a.in_features, generator=torch.Generator().manual_seed(0)).to(a.weight.device,
+                                                                                         a.weight.dtype)
+    with torch.no_grad():
+        expected = b(g(a(probe)))
+        a.weight = nn.Parameter(a.weight * QUICK_GELU_SCALE, requires_grad=False)
+        if a.bias is not None:
+            a.bias = nn.Parameter(a.bias * QUICK_GELU_SCALE, requires_grad=False)
+        b.weight = nn.Parameter(b.weight / QUICK_GELU_SCALE, requires_grad=False)
+        silu = nn.SiLU()
+        error = (b(silu(a(probe))) - expected).abs().max() / expected.abs().max().clamp_min(1e-12)
+    if error <= (1e-4 if a.weight.dtype in (torch.float32, torch.float64) else 2e-2):
+        seq._modules[act] = silu
+        return True
+    a.weight, b.weight = nn.Parameter(kept[0], requires_grad=False), nn.Parameter(kept[2], requires_grad=False)
+    if kept[1] is not None:
+        a.bias = nn.Parameter(kept[1], requires_grad=False)
     return False
 
 

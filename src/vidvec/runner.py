@@ -19,7 +19,7 @@ from .clips import (Clip, ClipGroup, Event, Partial, VideoFailed, VideoFinished,
                     VideoTaken, describe_error)
 from .allocator import HeapTrimmer, keep_freed_memory
 from .decode import VideoInfo
-from .optimize import as_channels_last, fold_batch_norms, to_channels_last
+from .optimize import as_channels_last, fold_batch_norms, fold_quick_gelus, to_channels_last
 from .sources import VideoSource
 from .weights import LoadedModel
 
@@ -38,7 +38,7 @@ class ModelOptions:
     top_k: int = 0
     logits: bool = False
     extras: tuple[str, ...] = ()
-    fast_paths: bool = True  # BatchNorms folded into convolutions; channels-last on the CPU where the card says so
+    fast_paths: bool = True  # BatchNorms into convolutions, QuickGELUs as SiLUs, channels-last where the card says
     threads: int | None = None  # torch's intra-op threads while the run computes (None: as they are)
     normalize: tuple[str, ...] = ()  # per slot: "l2" divides each clip's vector by its norm (after the logits)
 
@@ -175,6 +175,7 @@ class ModelRunner:
         for model, flag in zip(self.models, self._channels_last):
             if options.fast_paths:
                 fold_batch_norms(model.module)
+                fold_quick_gelus(model.module)
             if flag:
                 to_channels_last(model.module)
         self.batch_sizes = [options.batch_size or default_batch_size(model.card.input, self._device.type)
