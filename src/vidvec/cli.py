@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import typer
 from rich.console import Console
@@ -113,33 +113,43 @@ def extract(
                                  "partial) instead of failing it."),
     absolute_outputs: bool = typer.Option(False, "--absolute-outputs", help="Let a manifest's output_path be an "
                                           "absolute path outside --out."),
+    plan_file: Optional[Path] = typer.Option(None, "--plan", help="Run a plan written by `vidvec plan`: its inputs "
+                                             "and settings (inputs and options given as well are checked against "
+                                             "it, the first difference named)."),
+    task: Optional[int] = typer.Option(None, "--task", help="With --plan: run this task's share only (0 .. tasks - "
+                                       "1; default $SLURM_ARRAY_TASK_ID when set, else every task)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print failures and the summary only."),
 ) -> None:
     """Extract features from videos into OUT, resuming where a previous run stopped."""
-    from .extraction import ExtractError, SamplingOverrides, prepare
+    from .extraction import ExtractError, ExecutionOptions, Extraction, specify
     from .ledger import LedgerError, SettingsMismatch
+    from .runplan import PlanError, RunPlan
     from .sources import SourceError
     from .weights import WeightsError
 
-    if not inputs and list_file is None and manifest is None:
+    given = bool(inputs or list_file is not None or manifest is not None)
+    if not given and plan_file is None:
         _fail("give videos or folders, --list FILE or --manifest CSV")
-    if out is None:
-        out = _pyslowfast_out(inputs or [], layout, list_file or manifest)
-    explicit = dict(kind=sampling, fps=fps, clip_len=clip_len, views=views, crops=crops, **_parse_stride(stride))
-    try:
-        overrides = SamplingOverrides.preset(preset, **explicit) if preset else SamplingOverrides(**explicit)
-    except ExtractError as error:
-        _fail(str(error))
+    if task is not None and plan_file is None:
+        _fail("--task needs --plan FILE")
     clip_counter = _ClipCounter()
     try:
-        run = prepare(inputs or [], model or None, out, weights=weights or None, list_file=list_file, manifest=manifest,
-                      uids=uids,
-                      fmt=fmt, layout=layout, out_dtype=out_dtype, batch_size=batch_size, num_workers=num_workers,
-                      device=device, dtype=dtype, sampling=overrides,
-                      model_options={"streams": streams, **_parse_options(option or [])}, normalize=normalize,
-                      top_k=top_k, logits=logits, save_flow=save_flow, retry_failed=retry_failed, overwrite=overwrite,
-                      partial=partial, absolute_outputs=absolute_outputs, on_clips=clip_counter)
-    except (ExtractError, SettingsMismatch, SourceError, WeightsError, LedgerError, ValueError) as error:
+        if plan_file is not None:
+            plan = RunPlan.read(plan_file)
+            if given:
+                spec, sources, _ = specify(**_spec_arguments(locals()))
+                plan.check_matches(spec, sources)
+            spec = plan.spec
+            if task is None and os.environ.get("SLURM_ARRAY_TASK_ID", "").isdigit():
+                task = int(os.environ["SLURM_ARRAY_TASK_ID"])
+            sources = plan.sources if task is None else plan.share(task)
+            execution = ExecutionOptions(device=device, batch_size=batch_size, num_workers=num_workers)
+        else:
+            spec, sources, execution = specify(**_spec_arguments(locals()))
+        out = Path(spec.output.out) if spec.output.out else out
+        run = Extraction.from_spec(spec, sources, execution, retry_failed=retry_failed, overwrite=overwrite,
+                                   absolute_outputs=absolute_outputs, on_clips=clip_counter)
+    except (ExtractError, SettingsMismatch, SourceError, WeightsError, LedgerError, PlanError, ValueError) as error:
         _fail(str(error))
     several = len(run.targets) > 1
     total = len(run.sources) * len(run.targets)
@@ -200,6 +210,120 @@ def extract(
     if counts["failed"]:
         err.print(f"see failures with: vidvec status {out}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def plan(tasks: int = typer.Option(..., "--tasks", help="How many tasks (SLURM array tasks, devices) share the run."),
+         write: Optional[Path] = typer.Option(None, "--write", help="Where to write the plan file (default "
+                                              "OUT/plan.json)."),
+         measure: bool = typer.Option(True, "--measure/--no-measure", help="Time decoding and the models on a few "
+                                      "inputs for the estimates (loads the models)."),
+         threads: int = typer.Option(0, "--threads", help="Threads reading headers (0: twice the cores, at most "
+                                     "32)."),
+         **values: object) -> None:
+    """Plan a run over TASKS tasks: every input's duration from its header, the cost of decoding and of each model
+    measured on a few inputs here, the videos packed into tasks (longest first), the estimates; writes the plan
+    file `vidvec extract --plan FILE` runs (default OUT/plan.json)."""
+    from .extraction import ExtractError, specify
+    from .ledger import LedgerError
+    from .runplan import PlanError, RunPlan, measure_costs, read_durations
+    from .sources import SourceError
+    from .weights import WeightsError
+
+    if not values["inputs"] and values["list_file"] is None and values["manifest"] is None:
+        _fail("give videos or folders, --list FILE or --manifest CSV")
+    if tasks < 1:
+        _fail(f"--tasks must be at least 1, not {tasks}")
+    try:
+        spec, sources, execution = specify(**_spec_arguments(values))
+        began = time.perf_counter()
+        with Progress(TextColumn("[bold]headers"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True, disable=not err.is_terminal) as progress:
+            bar = progress.add_task("headers", total=len(sources))
+            read = read_durations(sources, threads or min(32, 2 * (os.cpu_count() or 1)),
+                                  on_read=lambda n: progress.advance(bar, n))
+        rate = len(sources) / max(time.perf_counter() - began, 1e-9)
+        for source, (_, reason) in zip(sources, read):
+            if reason is not None:
+                err.print(f"vidvec: {_shown(source.path)}: {_shown(reason)}", style="red", highlight=False,
+                          soft_wrap=True, markup=False)
+        durations = [seconds for seconds, _ in read]
+        costs = measure_costs(spec, sources, durations, execution.device) if measure else None
+        plan = RunPlan.make(spec, sources, durations, tasks, costs)
+        path = plan.write(write or Path(spec.output.out or ".") / "plan.json")
+    except (ExtractError, SourceError, WeightsError, LedgerError, PlanError, ValueError, OSError) as error:
+        _fail(str(error))
+    e = plan.estimates()
+    console = Console()
+    console.print(f"{e['videos']} video(s), {_span(e['video_hours'] * 3600)} of video ({e['unreadable']} "
+                  f"unreadable); headers read at {rate:.0f} files/s", highlight=False)
+    console.print(f"{tasks} task(s): the longest has {_span(e['makespan_video_s'])} of video; lower bound "
+                  f"{_span(e['lower_bound_video_s'])} (max of the longest video and an equal share), "
+                  f"{e['makespan_video_s'] / max(e['lower_bound_video_s'], 1e-9):.3f}x", highlight=False)
+    if costs:
+        per_model = ", ".join(f"{m.name} {c:.3f}" for m, c in zip(spec.models, costs.models))
+        console.print(f"measured on {costs.videos} video(s), {costs.seconds:.0f} s of video, device {costs.device}: "
+                      f"decoding {costs.decode:.3f} s per video second, models {per_model}; loading "
+                      f"{costs.load:.1f} s", highlight=False, soft_wrap=True)
+        console.print(f"estimate: {_span(e['wall_s'])} wall for the longest task, {e['device_hours']:.2f} "
+                      f"device-hours in all, {e['output_bytes'] / 1e6:,.1f} MB of features", highlight=False)
+    console.print(f"plan written to {path}; run it with: vidvec extract --plan {path} --task I (I = 0 .. "
+                  f"{tasks - 1})", highlight=False, soft_wrap=True)
+
+
+def _span(seconds: float) -> str:
+    """Seconds as a person reads them: 45 s, 12.5 min, 3.20 h."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
+
+
+def _with_run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` taking, after its own parameters, every option of ``extract`` that decides the run (so the two
+    commands cannot drift apart)."""
+    import inspect
+
+    own = list(inspect.signature(command).parameters.values())[:-1]
+    shared = [p for name, p in inspect.signature(extract).parameters.items() if name in _RUN_OPTIONS]
+
+    def wrapper(**values: object) -> None:
+        command(**{p.name: values.pop(p.name) for p in own}, **values)
+
+    wrapper.__signature__ = inspect.Signature(shared + own)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in shared + own}
+    wrapper.__doc__ = command.__doc__
+    return wrapper
+
+
+_RUN_OPTIONS = ("inputs", "out", "model", "weights", "list_file", "uids", "manifest", "fmt", "layout", "out_dtype",
+                "batch_size", "num_workers", "device", "dtype", "sampling", "fps", "clip_len", "stride", "views",
+                "crops", "preset", "normalize", "streams", "option", "top_k", "logits", "save_flow", "partial")
+
+
+app.command("plan")(_with_run_options(plan))
+
+
+def _spec_arguments(values: dict) -> dict:
+    """The arguments of :func:`vidvec.extraction.specify` for the options of ``extract`` or ``plan``
+    (``values``: the command's parameters by name)."""
+    from .extraction import ExtractError, SamplingOverrides
+
+    v = values
+    out = v["out"]
+    if out is None:
+        out = _pyslowfast_out(v["inputs"] or [], v["layout"], v["list_file"] or v["manifest"])
+    explicit = dict(kind=v["sampling"], fps=v["fps"], clip_len=v["clip_len"], views=v["views"], crops=v["crops"],
+                    **_parse_stride(v["stride"]))
+    try:
+        overrides = SamplingOverrides.preset(v["preset"], **explicit) if v["preset"] else SamplingOverrides(**explicit)
+    except ExtractError as error:
+        _fail(str(error))
+    return dict(inputs=v["inputs"] or [], model=v["model"] or None, out=out, weights=v["weights"] or None,
+                list_file=v["list_file"], manifest=v["manifest"], uids=v["uids"], fmt=v["fmt"], layout=v["layout"],
+                out_dtype=v["out_dtype"], batch_size=v["batch_size"], num_workers=v["num_workers"],
+                device=v["device"], dtype=v["dtype"], sampling=overrides,
+                model_options={"streams": v["streams"], **_parse_options(v["option"] or [])},
+                normalize=v["normalize"], top_k=v["top_k"], logits=v["logits"], save_flow=v["save_flow"],
+                partial=v["partial"])
 
 
 class _Interrupted(KeyboardInterrupt):

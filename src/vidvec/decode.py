@@ -22,7 +22,7 @@ import av.error
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-__all__ = ["DecodeError", "VideoInfo", "VideoDecoder", "probe"]
+__all__ = ["DecodeError", "VideoInfo", "VideoDecoder", "header_duration", "probe"]
 
 # Tolerance when comparing a wanted time with frame timestamps: times computed as i / fps in float must
 # still pick frame i even when its pts rounds a hair above. Coarse time bases widen it (see _tolerance).
@@ -349,6 +349,24 @@ def _last_packet_end(path: str, index: int, use_dts: bool) -> int | None:
             return end
     except (av.error.FFmpegError, OSError, ValueError):
         return None
+
+
+def header_duration(path: str | os.PathLike) -> float:
+    """A video's duration in seconds as its container header states it, decoding nothing (for planning: about a
+    millisecond a file): the video stream's duration, else the container's, else frames / rate. DecodeError with
+    a one-line reason when the file cannot be opened, has no video stream or states no duration."""
+    container = _open_container(_check_file(path))
+    try:
+        stream = _select_stream(container)
+        if stream.duration and stream.time_base:
+            return float(stream.duration * stream.time_base)
+        if container.duration and container.duration > 0:
+            return container.duration / av.time_base
+        if stream.frames and _float_or_none(stream.average_rate):
+            return stream.frames / float(stream.average_rate)
+        raise DecodeError("the header states no duration")
+    finally:
+        container.close()
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -408,7 +409,20 @@ def thread_budget(workers: int) -> tuple[int, int]:
     return 1, max(1, cores() - workers)
 
 
-def prepare(
+def prepare(inputs: Sequence[str | Path] | str | Path = (), model: str | Sequence[str] | None = None,
+            out: str | Path | None = None, *, retry_failed: bool = False, overwrite: bool = False,
+            absolute_outputs: bool = False, on_clips: Callable[[int], None] | None = None,
+            **options: Any) -> Extraction:
+    """A run ready to iterate: :func:`specify` with ``options`` (its keyword arguments), then each model's outputs
+    checked and its ledger bound (:meth:`Extraction.from_spec`). ``retry_failed`` redoes videos that failed
+    before, ``overwrite`` redoes everything when the settings changed, ``absolute_outputs`` lets a manifest's
+    ``output_path`` be absolute; ``on_clips(n)`` is told each batch's size."""
+    spec, sources, execution = specify(inputs, model, out, **options)
+    return Extraction.from_spec(spec, sources, execution, retry_failed=retry_failed, overwrite=overwrite,
+                                absolute_outputs=absolute_outputs, on_clips=on_clips)
+
+
+def specify(
     inputs: Sequence[str | Path] | str | Path = (),
     model: str | Sequence[str] | None = None,
     out: str | Path | None = None,
@@ -430,13 +444,10 @@ def prepare(
     top_k: int = 0,
     logits: bool = False,
     save_flow: bool = False,
-    retry_failed: bool = False,
-    overwrite: bool = False,
     partial: bool = False,
-    absolute_outputs: bool = False,
-    on_clips: Callable[[int], None] | None = None,
-) -> Extraction:
-    """Resolve everything a run needs; raises ExtractError (or the model/weights/source errors) early.
+) -> tuple[RunSpec, list[VideoSource], ExecutionOptions]:
+    """Resolve everything a run needs, creating nothing: its spec, its videos and how this machine runs it; raises
+    ExtractError (or the model/weights/source errors) early.
 
     ``model`` None: the architecture a ``weights`` checkpoint names itself (a PySlowFast ``.pyth`` with its
     cfg), else ``efficientnet_lite0``. Several models (a list) share one decoding pass per video; each writes
@@ -540,9 +551,7 @@ def prepare(
     if save_flow and (out is None or not any(m.extras for m in spec.models)):
         raise ExtractError("--save-flow needs --out and a model that computes optical flow (i3d with streams "
                            "both or flow)")
-    return Extraction.from_spec(spec, sources, ExecutionOptions(
-        device=device, batch_size=batch_size, num_workers=num_workers),
-        retry_failed=retry_failed, overwrite=overwrite, absolute_outputs=absolute_outputs, on_clips=on_clips)
+    return spec, sources, ExecutionOptions(device=device, batch_size=batch_size, num_workers=num_workers)
 
 
 def _plan(card: ModelCard, unnamed: bool, weights: str | os.PathLike | None, options: Mapping[str, object],
