@@ -80,6 +80,9 @@ def extract(
                                               "- 1, 1 to 8; on the CPU a quarter of the cores, 0 below 4 cores; 0 = "
                                               "decode in this process)."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    devices: Optional[str] = typer.Option(None, help="One replica of the models per device, fed from one decoding "
+                                          "stream, each video to the replica with the least waiting: cuda:0,cuda:1, "
+                                          "all (every GPU), or cpu,cpu. Outputs are those of a one-device run."),
     dtype: str = typer.Option("float32", help="Model compute dtype: float32, float16 or bfloat16."),
     sampling: Optional[str] = typer.Option(None, help="Override the sampling kind: frames, windows or views."),
     fps: Optional[float] = typer.Option(None, help="Sample frames at this rate (default: the model's)."),
@@ -121,7 +124,7 @@ def extract(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print failures and the summary only."),
 ) -> None:
     """Extract features from videos into OUT, resuming where a previous run stopped."""
-    from .extraction import ExtractError, ExecutionOptions, Extraction, specify
+    from .extraction import ExtractError, Extraction, execution_options, specify
     from .ledger import LedgerError, SettingsMismatch
     from .runplan import PlanError, RunPlan
     from .sources import SourceError
@@ -143,7 +146,7 @@ def extract(
             if task is None and os.environ.get("SLURM_ARRAY_TASK_ID", "").isdigit():
                 task = int(os.environ["SLURM_ARRAY_TASK_ID"])
             sources = plan.sources if task is None else plan.share(task)
-            execution = ExecutionOptions(device=device, batch_size=batch_size, num_workers=num_workers)
+            execution = execution_options(device, devices, batch_size, num_workers)
         else:
             spec, sources, execution = specify(**_spec_arguments(locals()))
         out = Path(spec.output.out) if spec.output.out else out
@@ -295,7 +298,7 @@ def _with_run_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 _RUN_OPTIONS = ("inputs", "out", "model", "weights", "list_file", "uids", "manifest", "fmt", "layout", "out_dtype",
-                "batch_size", "num_workers", "device", "dtype", "sampling", "fps", "clip_len", "stride", "views",
+                "batch_size", "num_workers", "device", "devices", "dtype", "sampling", "fps", "clip_len", "stride", "views",
                 "crops", "preset", "normalize", "streams", "option", "top_k", "logits", "save_flow", "partial")
 
 
@@ -320,7 +323,7 @@ def _spec_arguments(values: dict) -> dict:
     return dict(inputs=v["inputs"] or [], model=v["model"] or None, out=out, weights=v["weights"] or None,
                 list_file=v["list_file"], manifest=v["manifest"], uids=v["uids"], fmt=v["fmt"], layout=v["layout"],
                 out_dtype=v["out_dtype"], batch_size=v["batch_size"], num_workers=v["num_workers"],
-                device=v["device"], dtype=v["dtype"], sampling=overrides,
+                device=v["device"], devices=v["devices"], dtype=v["dtype"], sampling=overrides,
                 model_options={"streams": v["streams"], **_parse_options(v["option"] or [])},
                 normalize=v["normalize"], top_k=v["top_k"], logits=v["logits"], save_flow=v["save_flow"],
                 partial=v["partial"])
@@ -512,6 +515,9 @@ def encode_text(
     out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the vectors to this .npy "
                                             "(N, D float32); default: print them as JSON."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    devices: Optional[str] = typer.Option(None, help="One replica of the models per device, fed from one decoding "
+                                          "stream, each video to the replica with the least waiting: cuda:0,cuda:1, "
+                                          "all (every GPU), or cpu,cpu. Outputs are those of a one-device run."),
 ) -> None:
     """Text vectors in the same space as the model's video vectors, to search videos by sentence."""
     import json

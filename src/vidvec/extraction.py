@@ -9,6 +9,7 @@ records the outcome in the ledger.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import os
 import threading
@@ -30,6 +31,7 @@ from .sampling import SamplingSpec
 from .sinks import (LAYOUTS, Ego4DSink, FileSink, HeroSink, LvsTimelineSink, OutputError, PySlowFastSink, Sink,
                     VideoFeaturesSink, span_seconds, video_features_streams)
 from .presets import Preset, laid_over, preset_names
+from .replicas import run_replicated
 from .presets import resolve as resolve_preset
 from .sources import VideoSource, collect_sources
 from .spec import NORMALIZATIONS, ModelSpec, OutputSpec, RunSpec, SpecError, plan_model
@@ -130,6 +132,12 @@ class ExecutionOptions:
     device: str = "cpu"
     batch_size: int | None = None
     num_workers: int | None = None  # None: default_workers(device)
+    devices: tuple[str, ...] = ()  # one replica of the models per device (``device`` is the first)
+
+    @property
+    def replicas(self) -> tuple[str, ...]:
+        """The device of each replica of the models: ``devices``, else ``device`` alone."""
+        return self.devices or (self.device,)
 
     @property
     def workers(self) -> int:
@@ -268,16 +276,34 @@ class Extraction:
         if not jobs:
             return
         self._load_models()
-        runner = ModelRunner([t.model for t in self.targets], self.model_options, self.on_clips,
-                             self._save_extra if self.model_options.extras else None)
+        runners = [ModelRunner(models, options, self.on_clips, self._save_extra if options.extras else None)
+                   for models, options in self._replicas()]
         owner = run_owner()
         claimer = Claimer([t.sink.out if t.ledger else None for t in self.targets],
                           [t.settings_hash for t in self.targets], owner, self.retry_failed)
         with _ClaimsKept([t.ledger for t in self.targets if t.ledger is not None], owner), \
                 contextlib.closing(claimer):
             events = local_events(jobs, [t.slot for t in self.targets], self.decode_options, claimer)
-            for result in runner.run(events):
+            results = runners[0].run(events) if len(runners) == 1 else run_replicated(events, runners)
+            for result in results:
                 yield self._record(result, self.targets[result.slot])
+
+    def _replicas(self) -> list[tuple[list[LoadedModel], ModelOptions]]:
+        """The models and options of each replica: the loaded models on the first device, copies of them (the same
+        weights, random ones included) on the others. Replicas on the CPU share its cores: each runs its share of
+        the model threads (set in its own thread: torch's intra-op threads are per thread)."""
+        devices = self.execution.replicas
+        options = self.model_options
+        if len(devices) == 1:
+            return [([t.model for t in self.targets], options)]
+        threads = max(1, self.execution.threads[1] // len(devices))
+        replicas = []
+        for index, device in enumerate(devices):
+            models = [t.model if index == 0 else
+                      dataclasses.replace(t.model, module=copy.deepcopy(t.model.module).to(device))
+                      for t in self.targets]
+            replicas.append((models, dataclasses.replace(options, device=device, threads=threads)))
+        return replicas
 
     def _settled(self, target: Target) -> dict[int, Outcome | None]:
         """Per video index, the outcome an earlier run already settled for ``target``, or None if it needs work:
@@ -437,6 +463,7 @@ def specify(
     batch_size: int | None = None,
     num_workers: int | None = None,
     device: str = "cpu",
+    devices: str | Sequence[str] | None = None,
     dtype: str = "float32",
     sampling: SamplingOverrides | None = None,
     model_options: Mapping[str, object] | None = None,
@@ -532,7 +559,7 @@ def specify(
         raise ExtractError(f"--top-k must be 0 (off) or more, not {top_k}")
     if num_workers is not None and num_workers < 0:
         raise ExtractError(f"--num-workers must be 0 (decode inline) or more, not {num_workers}")
-    device = _check_device(device)
+    execution = execution_options(device, devices, batch_size, num_workers)
     sources = collect_sources(inputs, list_file=list_file, manifest=manifest, uids=uids)
     if not sources:
         raise ExtractError("no videos found in the given inputs")
@@ -551,7 +578,7 @@ def specify(
     if save_flow and (out is None or not any(m.extras for m in spec.models)):
         raise ExtractError("--save-flow needs --out and a model that computes optical flow (i3d with streams "
                            "both or flow)")
-    return spec, sources, ExecutionOptions(device=device, batch_size=batch_size, num_workers=num_workers)
+    return spec, sources, execution
 
 
 def _plan(card: ModelCard, unnamed: bool, weights: str | os.PathLike | None, options: Mapping[str, object],
@@ -608,6 +635,37 @@ def extract(inputs: Sequence[str | Path] | str | Path = (), model: str | None = 
     ``layout="pyslowfast"`` writes each video's vector next to the video instead (see ``prepare``).
     """
     yield from prepare(inputs, model, out, **options)
+
+
+def execution_options(device: str = "cpu", devices: str | Sequence[str] | None = None, batch_size: int | None = None,
+                      num_workers: int | None = None) -> ExecutionOptions:
+    """How this machine runs a spec, checked: ``device``, or with ``devices`` one replica per device."""
+    replicas = _check_devices(devices, device) if devices else ()
+    return ExecutionOptions(device=replicas[0] if replicas else _check_device(device), batch_size=batch_size,
+                            num_workers=num_workers, devices=replicas)
+
+
+def _check_devices(devices: str | Sequence[str], device: str) -> tuple[str, ...]:
+    """``--devices``: a comma-separated list (``cuda:0,cuda:1``, ``cpu,cpu``) or ``all`` (every CUDA device), each
+    checked; one replica of the models runs on each."""
+    if device != "cpu":
+        raise ExtractError("give --device or --devices, not both")
+    names = devices.split(",") if isinstance(devices, str) else list(devices)
+    names = [n.strip() for n in names if n.strip()]
+    if names == ["all"]:
+        if not torch.cuda.is_available():
+            raise ExtractError("--devices all: CUDA is not available on this machine")
+        names = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if not names:
+        raise ExtractError("--devices takes a comma-separated list of devices, e.g. cuda:0,cuda:1, or all")
+    checked = tuple(_check_device(name) for name in names)
+    if len({torch.device(d).type for d in checked}) > 1:
+        raise ExtractError(f"--devices {','.join(names)}: mixes CPU and GPU replicas; give devices of one kind")
+    if any(torch.device(d).type == "cuda" and torch.device(d).index is None for d in checked):
+        raise ExtractError("--devices: name each GPU with its index (cuda:0,cuda:1) or give all")
+    if len(set(checked)) != len(checked) and torch.device(checked[0]).type == "cuda":
+        raise ExtractError(f"--devices {','.join(names)}: a GPU is named twice")
+    return checked
 
 
 def _check_device(device: str) -> str:
