@@ -141,3 +141,18 @@ def test_an_unreadable_input_is_planned_as_nothing_and_named(tmp_path):
     assert "b.mp4: cannot open" in result.output and "(1 unreadable)" in result.output
     plan = RunPlan.read(tmp_path / "out" / "plan.json")
     assert plan.durations[1] is None and plan.costs is None and len(plan.share(0)) + len(plan.share(1)) == 2
+
+
+def test_a_plan_made_with_relative_paths_runs_from_another_folder(tmp_path, monkeypatch):
+    (tmp_path / "work" / "videos").mkdir(parents=True)
+    media.make_video(tmp_path / "work" / "videos" / "a.mp4", frames=20, fps=10)
+    monkeypatch.chdir(tmp_path / "work")
+    result = CliRunner().invoke(app, ["plan", "videos", "-o", "feats", "--tasks", "1", "--no-measure"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path)  # a cluster task starts elsewhere
+    result = CliRunner().invoke(app, ["extract", "--plan", "work/feats/plan.json", "-q"])
+    assert result.exit_code == 0 and "done 1," in result.output, result.output
+    assert (tmp_path / "work" / "feats" / "a.npz").is_file()
+    monkeypatch.chdir(tmp_path / "work")  # the same run given again, relative: it matches
+    result = CliRunner().invoke(app, ["extract", "videos", "-o", "feats", "--plan", "feats/plan.json", "-q"])
+    assert result.exit_code == 0 and "already done 1" in result.output, result.output

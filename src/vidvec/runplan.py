@@ -157,8 +157,12 @@ class RunPlan:
     @classmethod
     def make(cls, spec: RunSpec, sources: list[VideoSource], durations: list[float | None], tasks: int,
              costs: Costs | None = None) -> RunPlan:
-        """Pack the inputs into ``tasks`` tasks; an unreadable one counts as no video (it fails at once)."""
+        """Pack the inputs into ``tasks`` tasks; an unreadable one counts as no video (it fails at once). Paths
+        are made absolute, so that tasks started in other folders (a cluster's) find the same files."""
         assignment, _ = pack([d or 0.0 for d in durations], tasks)
+        sources = [replace(s, path=Path(os.path.abspath(s.path))) for s in sources]
+        if spec.output.out is not None:
+            spec = replace(spec, output=replace(spec.output, out=os.path.abspath(spec.output.out)))
         return cls(spec, sources, durations, tasks, assignment, costs)
 
     def share(self, task: int) -> list[VideoSource]:
@@ -243,10 +247,13 @@ class RunPlan:
             for key in sorted(set(a) | set(b), key=lambda k: (k not in ("model", "weights"), k)):
                 if a.get(key) != b.get(key):
                     raise PlanError(f"the plan's {key} is {a.get(key)!r}, this run's {b.get(key)!r}")
-        if self.spec.output.out != spec.output.out:
-            raise PlanError(f"the plan writes to {self.spec.output.out}, this run to {spec.output.out}")
-        planned = {os.fspath(s.path) for s in self.sources}
-        given = {os.fspath(s.path) for s in sources}
+        def absolute(path: str | os.PathLike | None) -> str | None:
+            return None if path is None else os.path.abspath(path)
+
+        if absolute(self.spec.output.out) != absolute(spec.output.out):
+            raise PlanError(f"the plan writes to {self.spec.output.out}, this run to {absolute(spec.output.out)}")
+        planned = {absolute(s.path) for s in self.sources}
+        given = {absolute(s.path) for s in sources}
         if planned != given:
             extra, missing = sorted(given - planned), sorted(planned - given)
             what = (f"{len(extra)} input(s) not in the plan (first {extra[0]})" if extra else
