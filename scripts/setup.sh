@@ -4,10 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-# System packages the tests use: the ffmpeg command line (HERO's extractors run it; tests compare with it).
-if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+# System packages the tests use (Debian): the ffmpeg command line (HERO's extractors run it; tests compare with it)
+# and a single-node SLURM (scripts/slurm-local.sh starts it).
+missing=()
+command -v ffprobe >/dev/null || missing+=(ffmpeg)
+command -v slurmctld >/dev/null || missing+=(slurmctld)
+command -v slurmd >/dev/null || missing+=(slurmd)
+command -v sbatch >/dev/null || missing+=(slurm-client)
+command -v munged >/dev/null || missing+=(munge)
+if [ ${#missing[@]} -gt 0 ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends ffmpeg
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 stamp=".venv/.vidvec-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && .venv/bin/python -c "import vidvec" 2>/dev/null; then

@@ -1,0 +1,69 @@
+"""A real single-node SLURM (scripts/slurm-local.sh, Debian's slurmctld/slurmd/munge): a plan of the shared videos run
+as a job array of 3 tasks, each task finding its share by $SLURM_ARRAY_TASK_ID; every video done once, and the
+outputs a local run's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import vidvec
+from vidvec.cli import app
+from vidvec.extraction import SamplingOverrides
+from vidvec.ledger import Ledger
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """SLURM_CONF of a running local cluster (started here, and stopped after, unless one was running)."""
+    folder = os.environ.get("VIDVEC_SLURM_DIR", "/tmp/vidvec-slurm")
+    script = REPO / "scripts" / "slurm-local.sh"
+    started = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "VIDVEC_SLURM_DIR": folder})
+    assert started.returncode == 0, f"the local SLURM did not start: {started.stderr[-2000:]}"
+    yield {**os.environ, "SLURM_CONF": f"{folder}/slurm.conf"}
+    if "(running)" not in started.stdout:
+        subprocess.run(["bash", str(script), "stop"], env={**os.environ, "VIDVEC_SLURM_DIR": folder}, timeout=60)
+
+
+def _wait(job: str, env: dict, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queued = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True, env=env, timeout=30)
+        if queued.returncode == 0 and not queued.stdout.strip():
+            return
+        time.sleep(1.0)
+    subprocess.run(["scancel", job], env=env, timeout=30)
+    pytest.fail(f"job {job} did not finish in {timeout:.0f} s")
+
+
+def test_a_plan_runs_as_a_job_array_each_video_once(slurm, tmp_path, shared_dir):
+    videos = shared_dir / "assets" / "videos"
+    result = CliRunner().invoke(app, ["plan", str(videos), "-m", "efficientnet_lite0", "--fps", "1", "-o",
+                                      str(tmp_path / "out"), "--tasks", "3", "--no-measure"])
+    assert result.exit_code == 0, result.output
+    command = f"{sys.executable} -m vidvec.cli extract --plan {tmp_path / 'out' / 'plan.json'} -q"
+    submitted = subprocess.run(["sbatch", "--parsable", "--array=0-2", "-c", "1", "--mem=2000",
+                                "-o", str(tmp_path / "task-%a.log"), "--wrap", command],
+                               capture_output=True, text=True, env=slurm, timeout=60)
+    assert submitted.returncode == 0, submitted.stderr
+    _wait(submitted.stdout.strip().split(";")[0], slurm)
+    logs = [(tmp_path / f"task-{i}.log").read_text() for i in range(3)]
+    shares = [int(log.split("done ")[1].split(",")[0]) for log in logs]
+    assert sum(shares) == 11 and all(shares), logs  # each task its own share
+    with Ledger(tmp_path / "out", readonly=True) as ledger:
+        summary = ledger.summary()
+    assert (summary["done"], summary["failed"]) == (11, 0)
+    (local,) = vidvec.extract([videos / "R6llTwEh07w.mp4"], "efficientnet_lite0", None,
+                              sampling=SamplingOverrides(fps=1.0), num_workers=0)
+    with np.load(tmp_path / "out" / "R6llTwEh07w.npz") as stored:
+        np.testing.assert_allclose(stored["features"], local.features, rtol=1e-5, atol=1e-6)
