@@ -121,6 +121,18 @@ def extract(
                                              "it, the first difference named)."),
     task: Optional[int] = typer.Option(None, "--task", help="With --plan: run this task's share only (0 .. tasks - "
                                        "1; default $SLURM_ARRAY_TASK_ID when set, else every task)."),
+    executor: str = typer.Option("local", help="local (this machine) or slurm: the run planned over --tasks array "
+                                 "tasks and submitted with submitit; this command then waits, submitting again a "
+                                 "task that stopped unfinished (up to --max-retries), unless --no-wait."),
+    tasks: Optional[int] = typer.Option(None, "--tasks", help="slurm: array tasks (default: the plan's, else 1)."),
+    partition: Optional[str] = typer.Option(None, help="slurm: the partition."),
+    gpus_per_task: int = typer.Option(0, help="slurm: GPUs per task."),
+    cpus_per_task: Optional[int] = typer.Option(None, help="slurm: CPUs per task."),
+    mem_gb: Optional[float] = typer.Option(None, help="slurm: memory per task in GB."),
+    time_min: int = typer.Option(24 * 60, help="slurm: time limit per task in minutes."),
+    max_retries: int = typer.Option(2, help="slurm: how often a task that stopped unfinished is submitted again."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="slurm: return after submitting; `vidvec status OUT` "
+                                 "follows the run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print failures and the summary only."),
 ) -> None:
     """Extract features from videos into OUT, resuming where a previous run stopped."""
@@ -154,6 +166,15 @@ def extract(
                                    absolute_outputs=absolute_outputs, on_clips=clip_counter)
     except (ExtractError, SettingsMismatch, SourceError, WeightsError, LedgerError, PlanError, ValueError) as error:
         _fail(str(error))
+    if executor == "slurm":
+        _on_slurm(run, None if plan_file is None else plan, plan_file, tasks, quiet, no_wait,
+                  dict(partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, mem_gb=mem_gb,
+                       time_min=time_min, max_retries=max_retries))
+        return
+    if executor != "local":
+        _fail(f"--executor must be local or slurm, not {executor!r}")
+    if tasks is not None:
+        _fail("--tasks is for --executor slurm (or `vidvec plan`)")
     several = len(run.targets) > 1
     total = len(run.sources) * len(run.targets)
     if not quiet:
@@ -305,6 +326,64 @@ _RUN_OPTIONS = ("inputs", "out", "model", "weights", "list_file", "uids", "manif
 app.command("plan")(_with_run_options(plan))
 
 
+def _print_slurm(out: Path, console: Console) -> None:
+    """The SLURM array a run submitted into ``out`` (if any): its job and how many tasks are still queued."""
+    from .slurm import SlurmRun, queued
+
+    run = SlurmRun.load(out) or SlurmRun.load(out.parent)  # a model's folder of a run with several models
+    if run is None:
+        return
+    latest = run.latest()
+    still = queued(list(latest.values()))
+    jobs = ", ".join(sorted({j.split("_")[0] for ids in run.attempts.values() for j in ids}))
+    state = ("SLURM not reachable" if still is None else
+             f"{len(still)} of {run.tasks} task(s) queued or running" if still else "no task queued or running")
+    console.print(f"slurm job(s) {jobs}: {state}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _on_slurm(run, plan, plan_file: Optional[Path], tasks: Optional[int], quiet: bool, no_wait: bool,
+              slurm_options: dict) -> None:
+    """``extract --executor slurm``: plan (unless given a plan), submit the array, and wait unless told not to."""
+    from .runplan import RunPlan, read_durations
+    from .slurm import SlurmError, SlurmOptions, submit, wait
+
+    out = Path(run.spec.output.out)
+    for target in run.targets:  # the outputs were checked and the ledgers bound; the tasks open their own
+        if target.ledger is not None:
+            target.ledger.close()
+    options = SlurmOptions(**slurm_options)
+    execution = run.execution
+    if plan is None:
+        durations = [seconds for seconds, _ in read_durations(run.sources, min(32, 2 * (os.cpu_count() or 1)))]
+        plan = RunPlan.make(run.spec, run.sources, durations, tasks or 1)
+        plan_file = plan.write(out / "plan.json")
+    elif tasks is not None and tasks != plan.tasks:
+        _fail(f"the plan has {plan.tasks} tasks, not {tasks}")
+    try:
+        submitted = submit(out, Path(plan_file).resolve(), plan, options, execution.device, execution.batch_size,
+                           execution.num_workers)
+        first = submitted.latest()[0].split("_")[0]
+        err.print(f"vidvec: submitted {plan.tasks} task(s) of {len(plan.sources)} video(s) as SLURM job {first} "
+                  f"(logs in {out / '.vidvec-slurm'})", highlight=False, soft_wrap=True)
+        if no_wait:
+            err.print(f"follow it with: vidvec status {out}", highlight=False, soft_wrap=True)
+            return
+        total = len(plan.sources)
+        with Progress(TextColumn("[bold]videos"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                      disable=quiet or not err.is_terminal) as progress:
+            bar = progress.add_task("slurm", total=total)
+            given_up = wait(out, submitted, plan, options, execution.device, execution.batch_size,
+                            execution.num_workers, on_poll=lambda n: progress.update(bar, completed=n))
+    except SlurmError as error:
+        _fail(str(error))
+    for task, left in sorted(given_up.items()):
+        err.print(f"FAILED task {task}: {left} video(s) unfinished after {options.max_retries} retries (logs in "
+                  f"{out / '.vidvec-slurm'})", style="red", highlight=False, soft_wrap=True)
+    _print_status(out if len(run.targets) == 1 else out / run.targets[0].name)
+    if given_up:
+        raise typer.Exit(1)
+
+
 def _spec_arguments(values: dict) -> dict:
     """The arguments of :func:`vidvec.extraction.specify` for the options of ``extract`` or ``plan``
     (``values``: the command's parameters by name)."""
@@ -437,6 +516,7 @@ def _print_status(out: Path) -> None:
     table.add_row("throughput", f"{summary['clips_per_s']:.2f} clips/s")
     console = Console()
     console.print(table)
+    _print_slurm(out, console)
     for path, reason in summary["failures"]:
         console.print(f"FAILED {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
     for path, note in summary["partials"]:
