@@ -5,13 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 # System packages the tests use (Debian): the ffmpeg command line (HERO's extractors run it; tests compare with it)
-# and a single-node SLURM (scripts/slurm-local.sh starts it).
+# and a single-node SLURM (scripts/slurm-local.sh starts it; gcc builds its loopback shim).
 missing=()
 command -v ffprobe >/dev/null || missing+=(ffmpeg)
 command -v slurmctld >/dev/null || missing+=(slurmctld)
 command -v slurmd >/dev/null || missing+=(slurmd)
 command -v sbatch >/dev/null || missing+=(slurm-client)
 command -v munged >/dev/null || missing+=(munge)
+command -v gcc >/dev/null || missing+=(gcc libc6-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   $SUDO apt-get update -qq

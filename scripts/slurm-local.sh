@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# A single-node SLURM cluster on this machine, for the tests and for trying vidvec's SLURM use (clients and the node
-# are addressed at 127.0.0.1; Slurm has no setting for the address its daemons listen on, so they listen on ports
-# 6817 and 6818 of every interface while they run):
+# A single-node SLURM cluster on this machine, listening on 127.0.0.1 only, for the tests and for trying vidvec's
+# SLURM use (Slurm has no setting for the address its daemons listen on: they run with scripts/loopback-bind.c
+# preloaded, which binds what would listen on every interface to the loopback address instead):
 #   bash scripts/slurm-local.sh start   # installs Debian's slurmctld, slurmd and munge if missing, starts them
 #   bash scripts/slurm-local.sh stop
 #   export SLURM_CONF=/tmp/vidvec-slurm/slurm.conf   # then sbatch, squeue, sinfo, scancel talk to it
+#   export LD_PRELOAD=/tmp/vidvec-slurm/loopback-bind.so  # and the jobs' srun listens on 127.0.0.1 too
 # State, logs and the config live in $VIDVEC_SLURM_DIR (default /tmp/vidvec-slurm). Needs root (or sudo) to
 # install and to run munged and slurmd. Idempotent: start on a running cluster only checks it.
 set -euo pipefail
@@ -70,8 +71,9 @@ AccountingStorageType=accounting_storage/none
 NodeName=localhost NodeAddr=127.0.0.1 NodeHostname=$(hostname) CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
-  $SUDO slurmctld -f "$CONF"
-  $SUDO slurmd -f "$CONF" -N localhost
+  gcc -shared -fPIC -O2 -o "$DIR/loopback-bind.so" "$(dirname "$0")/loopback-bind.c" -ldl
+  $SUDO env LD_PRELOAD="$DIR/loopback-bind.so" slurmctld -f "$CONF"
+  $SUDO env LD_PRELOAD="$DIR/loopback-bind.so" slurmd -f "$CONF" -N localhost
   for _ in $(seq 1 60); do
     if ready; then echo "SLURM_CONF=$CONF"; return; fi
     sleep 0.5

@@ -1,6 +1,6 @@
-"""A real single-node SLURM (scripts/slurm-local.sh, Debian's slurmctld/slurmd/munge): a plan of the shared videos run
-as a job array of 3 tasks, each task finding its share by $SLURM_ARRAY_TASK_ID; every video done once, and the
-outputs a local run's."""
+"""A real single-node SLURM listening on 127.0.0.1 only (scripts/slurm-local.sh: Debian's slurmctld, slurmd and
+munge): a plan as a plain job array, each task finding its share in $SLURM_ARRAY_TASK_ID; --executor slurm with a
+task cancelled mid-run and submitted again; --no-wait and status; an unreachable SLURM."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def slurm(tmp_path_factory):
     started = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, timeout=300,
                              env={**os.environ, "VIDVEC_SLURM_DIR": folder})
     assert started.returncode == 0, f"the local SLURM did not start: {started.stderr[-2000:]}"
-    yield {**os.environ, "SLURM_CONF": f"{folder}/slurm.conf"}
+    # The jobs' own processes (srun, which listens for its steps) bind to the loopback address too.
+    yield {**os.environ, "SLURM_CONF": f"{folder}/slurm.conf", "LD_PRELOAD": f"{folder}/loopback-bind.so"}
     if "(running)" not in started.stdout:
         subprocess.run(["bash", str(script), "stop"], env={**os.environ, "VIDVEC_SLURM_DIR": folder}, timeout=60)
 
