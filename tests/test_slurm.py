@@ -21,6 +21,7 @@ from vidvec.extraction import SamplingOverrides
 from vidvec.ledger import Ledger
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a cluster to start and jobs to wait for
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ _PUBLIC = {
     "get_card": "registry",
     "SamplingSpec": "sampling",
     "read_features": "writers",
+    "Store": "store",
 }
 __all__ = [*_PUBLIC, "__version__"]
 

@@ -595,19 +595,31 @@ def encode_text(
     out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the vectors to this .npy "
                                             "(N, D float32); default: print them as JSON."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
-    devices: Optional[str] = typer.Option(None, help="One replica of the models per device, fed from one decoding "
-                                          "stream, each video to the replica with the least waiting: cuda:0,cuda:1, "
-                                          "all (every GPU), or cpu,cpu. Outputs are those of a one-device run."),
 ) -> None:
     """Text vectors in the same space as the model's video vectors, to search videos by sentence."""
     import json
 
     import numpy as np
+
+    from .writers import atomic_path
+
+    vectors = _encode_texts(model, weights, texts, device)
+    if out_file is None:
+        print(json.dumps({"model": model, "texts": texts, "vectors": vectors.tolist()}))
+        return
+    with atomic_path(out_file) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, vectors, allow_pickle=False)
+    err.print(f"{len(texts)} text vector(s) of {vectors.shape[1]} dims from {model} -> {out_file}",
+              highlight=False)
+
+
+def _encode_texts(model: str, weights: Optional[str], texts: List[str], device: str = "cpu"):
+    """(N, D) float32 text vectors of ``model``'s text tower; one line and exit 2 when it has none."""
     import torch
 
     from .registry import get_card, list_models
     from .weights import WeightsError, load_model
-    from .writers import atomic_path
 
     try:
         card = get_card(model)
@@ -618,15 +630,86 @@ def encode_text(
     except (ValueError, WeightsError, RuntimeError) as error:
         _fail(str(error))
     with torch.inference_mode():
-        vectors = loaded.module.encode_text(texts).float().cpu().numpy()
-    if out_file is None:
-        print(json.dumps({"model": card.name, "texts": texts, "vectors": vectors.tolist()}))
-        return
-    with atomic_path(out_file) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, vectors, allow_pickle=False)
-    err.print(f"{len(texts)} text vector(s) of {vectors.shape[1]} dims from {card.name} -> {out_file}",
-              highlight=False)
+        return loaded.module.encode_text(texts).float().cpu().numpy()
+
+
+@app.command()
+def index(out: List[Path] = typer.Argument(..., help="Finished output folders of `vidvec extract` (vidvec's own "
+                                           "layout; a run with several models: each OUT/<model>)."),
+          into: Path = typer.Option(..., "--into", help="The store folder (created if new).")) -> None:
+    """Add the done videos of output folders to a vector store (Parquet, readable without vidvec): only those it
+    does not hold yet; a folder with other settings for a model already in the store is refused."""
+    from .ledger import LEDGER_NAME
+    from .store import Store, StoreError
+
+    store = Store(into)
+    folders = [f for o in out for f in ([o] if (o / LEDGER_NAME).exists() else
+                                         sorted(p.parent for p in o.glob(f"*/{LEDGER_NAME}")) or [o])]
+    failed = 0
+    for folder in folders:
+        try:
+            added = store.index(folder)
+        except StoreError as error:
+            _fail(str(error))
+        for key, reason in added["failed"]:
+            err.print(f"FAILED {_shown(key)}: {_shown(reason)}", style="red", highlight=False, soft_wrap=True,
+                      markup=False)
+        failed += len(added["failed"])
+        err.print(f"{folder}: {added['added']} video(s) of {added['model']} added, {added['already']} already in "
+                  f"{into}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(store_path: Path = typer.Argument(..., help="A store made by `vidvec index`."),
+           text: Optional[str] = typer.Option(None, "--text", help="A sentence, through the model's text tower."),
+           like_clip: Optional[str] = typer.Option(None, "--like-clip", help="A stored clip, VIDEO@SECONDS (e.g. "
+                                                   "R6llTwEh07w@4.5s)."),
+           k: int = typer.Option(10, "-k", help="How many clips and videos."),
+           model: Optional[str] = typer.Option(None, "--model", "-m", help="The store's model to search (needed "
+                                               "when it holds several)."),
+           weights: Optional[str] = typer.Option(None, help="--text: the text tower's weights (default: the "
+                                                 "entry the store's vectors were made with).")) -> None:
+    """The clips and videos of a store nearest a sentence or a stored clip (cosine similarity; a video scores as
+    its best clip)."""
+    from .store import Store, StoreError
+
+    if (text is None) == (like_clip is None):
+        _fail("give --text or --like-clip")
+    if k < 1:
+        _fail(f"-k must be at least 1, not {k}")
+    store = Store(store_path)
+    try:
+        if not (store_path / "store.json").exists():
+            raise StoreError(f"{store_path} is not a store (no store.json); make one with vidvec index")
+        name = store.model_name(model)
+        if text is not None:
+            entry = store.manifest()["models"][name]
+            stored = (entry["settings"].get("weights") or {}).get("name")
+            if weights is None and stored in ("random", "file"):
+                _fail(f"the store's {name} vectors were made with weights '{stored}': give --weights for its text "
+                      "tower")
+            query = _encode_texts(name, weights or stored, [text])[0]
+        else:
+            video, _, at = like_clip.rpartition("@")
+            try:
+                seconds = float(at.rstrip("s"))
+            except ValueError:
+                _fail(f"--like-clip takes VIDEO@SECONDS, not {like_clip!r}")
+            query = store.vector_of(video, seconds, name)
+        clips, videos = store.search(query, k, name)
+    except StoreError as error:
+        _fail(str(error))
+    console = Console()
+    console.print(f"clips ({name}):", highlight=False)
+    for hit in clips:
+        console.print(f"  {hit.score:.4f}  {hit.video}  {hit.start:.2f}-{hit.end:.2f} s", highlight=False,
+                      markup=False)
+    console.print("videos (best clip):", highlight=False)
+    for hit in videos:
+        console.print(f"  {hit.score:.4f}  {hit.video}  {hit.best.start:.2f}-{hit.best.end:.2f} s", highlight=False,
+                      markup=False)
 
 
 @app.command("verify-weights")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .decode import VideoInfo
-from .ledger import Ledger, LedgerError
+from .ledger import Ledger, LedgerError, VideoRecord
 from .registry import get_card
 from .runner import VideoResult
 from .sinks import (Ego4DSink, HeroSink, LvsTimelineSink, OutputError, PySlowFastSink, Sink, VideoFeaturesSink,
@@ -46,8 +46,7 @@ def convert(out: Path, to: str, into: Path | None = None) -> Iterator[Converted]
     if to not in TARGETS:
         raise ConvertError(f"unknown layout {to!r}; choose one of {', '.join(TARGETS)}")
     try:
-        with Ledger(out, readonly=True) as ledger:
-            settings, records = ledger.settings() or {}, [r for r in ledger.records() if r.status == "done"]
+        settings, found = done_files(out)
     except LedgerError as error:
         raise ConvertError(str(error)) from None
     if settings.get("layout", "vidvec") != "vidvec":
@@ -64,8 +63,6 @@ def convert(out: Path, to: str, into: Path | None = None) -> Iterator[Converted]
         raise ConvertError(f"--to {to} needs --into: the new {'.csd file' if to == 'csd' else 'output folder'}")
     elif Path(into).resolve() == out.resolve():
         raise ConvertError("--into must not be the folder being converted (its ledger stays bound to its layout)")
-    found = [(record, _feature_file(out, record.key, record.output_path, settings.get("format", "npz")))
-             for record in records]
     if to == "csd":
         yield from _to_csd(settings, found, Path(into))
         return
@@ -77,11 +74,20 @@ def convert(out: Path, to: str, into: Path | None = None) -> Iterator[Converted]
         raise ConvertError(str(error)) from None
     for (record, path), source in zip(found, sources):
         try:
-            arrays, provenance = _read(path, record.settings_hash)
+            arrays, provenance = read_done(path, record.settings_hash)
             result = VideoResult(0, source, True, info=_info(provenance), arrays=arrays)
             yield Converted(record.key, sink.write(result, None))
         except (OSError, ValueError, KeyError, OutputError) as error:
             yield Converted(record.key, None, f"{path}: {error}")
+
+
+def done_files(out: Path) -> tuple[dict, list[tuple[VideoRecord, Path]]]:
+    """An output folder's settings and each done video's ledger row with its feature file (LedgerError when the
+    folder has no readable ledger)."""
+    with Ledger(Path(out), readonly=True) as ledger:
+        settings, records = ledger.settings() or {}, [r for r in ledger.records() if r.status == "done"]
+    return settings, [(r, _feature_file(Path(out), r.key, r.output_path, settings.get("format", "npz")))
+                      for r in records]
 
 
 def _feature_file(out: Path, key: str, recorded: str | None, fmt: str) -> Path:
@@ -91,7 +97,7 @@ def _feature_file(out: Path, key: str, recorded: str | None, fmt: str) -> Path:
     return Path(recorded) if recorded and not canonical.is_file() else canonical
 
 
-def _read(path: Path, settings_hash: str | None) -> tuple[dict, dict]:
+def read_done(path: Path, settings_hash: str | None) -> tuple[dict, dict]:
     """The file's arrays and provenance, if its provenance says it is the ledger row's (the same settings)."""
     arrays, provenance = read_features(path)
     if settings_hash is not None and provenance.get("settings_hash") not in (None, settings_hash):
@@ -132,7 +138,7 @@ def _to_csd(settings: dict, found: list, into: Path) -> Iterator[Converted]:
     entries, done = [], []
     for record, path in found:
         try:
-            arrays, _ = _read(path, record.settings_hash)
+            arrays, _ = read_done(path, record.settings_hash)
             entries.append((record.key, arrays["features"], arrays["timestamps"]))
             done.append(record.key)
         except (OSError, ValueError, KeyError) as error:

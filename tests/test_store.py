@@ -1,0 +1,125 @@
+"""vidvec index / search and vidvec.Store: Parquet parts readable without vidvec, append-only and idempotent, one
+settings hash per model, exact cosine search, damaged parts detected, one indexer at a time."""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import media
+import vidvec
+from vidvec.cli import app
+from vidvec.extraction import SamplingOverrides
+from vidvec.store import Store, StoreError
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    # frame i has colour i: at 2 fps a and c show frames 0, 5, 10, ..., b (7 fps) frames 0, 3, 7, ...
+    for name, frames, fps in (("a", 30, 10), ("b", 35, 7), ("c", 20, 10)):
+        folder = root / ("videos1" if name != "c" else "videos2")
+        folder.mkdir(exist_ok=True)
+        media.make_video(folder / f"{name}.mp4", frames=frames, fps=fps, size=(96, 64))
+    fps1 = SamplingOverrides(fps=2.0)
+    for videos, out in (("videos1", "feats1"), ("videos2", "feats2")):
+        assert all(o.status == "done" for o in vidvec.extract([root / videos], "efficientnet_lite0", root / out,
+                                                              sampling=fps1, num_workers=0))
+    assert all(o.status == "done" for o in vidvec.extract([root / "videos1"], "efficientnet_lite0", root / "other",
+                                                          sampling=SamplingOverrides(fps=1.0), num_workers=0))
+    return root
+
+
+def test_index_is_append_only_and_idempotent_and_readable_without_vidvec(folders, tmp_path):
+    store = vidvec.Store(tmp_path / "store")
+    assert store.index(folders / "feats1") == {"model": "efficientnet_lite0", "added": 2, "already": 0, "failed": []}
+    assert store.index(folders / "feats1")["added"] == 0  # the same folder again: nothing changes
+    assert store.index(folders / "feats2")["added"] == 1  # new videos are appended
+    table = pq.read_table(glob.glob(str(tmp_path / "store" / "efficientnet_lite0" / "clips-*.parquet")))
+    assert sorted(set(table.column("video").to_pylist())) == ["a", "b", "c"]
+    assert table.schema.field("vector").type.list_size == 1280
+    arrays, _ = vidvec.read_features(folders / "feats1" / "b.npz")
+    rows = [i for i, v in enumerate(table.column("video").to_pylist()) if v == "b"]
+    stored = np.stack([table.column("vector")[i].values.to_numpy() for i in rows])
+    np.testing.assert_array_equal(stored, arrays["features"])
+    assert table.column("start").to_pylist()[rows[1]] == arrays["timestamps"][1, 0]
+    videos = store.to_arrow(kind="videos")
+    assert videos.num_rows == 3 and json.loads(videos.column("provenance")[0].as_py())["model"] == "efficientnet_lite0"
+
+
+def test_other_settings_for_a_model_are_refused(folders, tmp_path):
+    store = Store(tmp_path / "store")
+    store.index(folders / "feats1")
+    with pytest.raises(StoreError, match="one store holds one way of extracting per model"):
+        store.index(folders / "other")
+
+
+def test_search_finds_the_clip_itself_first_and_ranks_videos_by_their_best_clip(folders, tmp_path):
+    store = Store(tmp_path / "store")
+    store.index(folders / "feats1")
+    store.index(folders / "feats2")
+    query = store.vector_of("b", 1.2)
+    clips, videos = store.search(query, k=3)
+    assert (clips[0].video, clips[0].start, clips[0].end) == ("b", 1.0, 1.5) and clips[0].score == pytest.approx(1.0)
+    assert [c.score for c in clips] == sorted((c.score for c in clips), reverse=True)
+    assert videos[0].video == "b" and {v.video for v in videos} == {"a", "b", "c"}
+    for video in videos:  # a video's score is its best clip's
+        assert video.score == max(c.score for c in store.search(query, k=100)[0] if c.video == video.video)
+    with pytest.raises(StoreError, match="the query has 512 dimensions, the store's efficientnet_lite0 vectors 1280"):
+        store.search(np.ones(512), k=3)
+    result = CliRunner().invoke(app, ["search", str(tmp_path / "store"), "--like-clip", "b@1.2s", "-k", "2"])
+    assert result.exit_code == 0 and "1.0000  b  1.00-1.50 s" in result.output, result.output
+
+
+def test_a_damaged_part_is_an_error_not_a_wrong_answer(folders, tmp_path):
+    store = Store(tmp_path / "store")
+    store.index(folders / "feats1")
+    (part,) = glob.glob(str(tmp_path / "store" / "efficientnet_lite0" / "clips-*.parquet"))
+    data = bytearray(open(part, "rb").read())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64)
+    open(part, "wb").write(bytes(data))
+    with pytest.raises(StoreError, match="is damaged or missing"):
+        store.search(np.ones(1280), k=3)
+
+
+def test_one_indexer_at_a_time(folders, tmp_path):
+    store = Store(tmp_path / "store")
+    store.index(folders / "feats1")
+    with open(tmp_path / "store" / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(StoreError, match="is being indexed by another process"):
+            store.index(folders / "feats2")
+
+
+def test_cli_index_and_search_refusals(folders, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["index", str(folders / "feats1"), "--into", str(tmp_path / "store")])
+    assert result.exit_code == 0 and "2 video(s) of efficientnet_lite0 added, 0 already" in result.output
+    result = runner.invoke(app, ["search", str(tmp_path / "store"), "--text", "a red square"])
+    assert result.exit_code == 2 and "model efficientnet_lite0 has no text encoder" in result.output
+    result = runner.invoke(app, ["search", str(tmp_path / "nowhere"), "--like-clip", "a@1s"])
+    assert result.exit_code == 2 and "is not a store" in result.output
+    result = runner.invoke(app, ["search", str(tmp_path / "store"), "--like-clip", "zz@1s"])
+    assert result.exit_code == 2 and "no video 'zz' in the store" in result.output
+    result = runner.invoke(app, ["search", str(tmp_path / "store")])
+    assert result.exit_code == 2 and "give --text or --like-clip" in result.output
+
+
+def test_text_search_through_the_models_text_tower(tmp_path, shared_dir):
+    video = shared_dir / "assets" / "videos" / "R6llTwEh07w.mp4"
+    list(vidvec.extract([video], "clip_vit_b32", tmp_path / "feats", weights="random", num_workers=0,
+                        sampling=SamplingOverrides(fps=1.0)))
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(tmp_path / "feats"), "--into", str(tmp_path / "store")]).exit_code == 0
+    result = runner.invoke(app, ["search", str(tmp_path / "store"), "--text", "a person lifting weights"])
+    assert result.exit_code == 2 and "made with weights 'random': give --weights" in result.output
+    result = runner.invoke(app, ["search", str(tmp_path / "store"), "--text", "a person lifting weights",
+                                 "--weights", "random", "-k", "3"])
+    assert result.exit_code == 0 and result.output.count("R6llTwEh07w") == 4, result.output  # 3 clips + 1 video
