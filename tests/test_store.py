@@ -123,3 +123,15 @@ def test_text_search_through_the_models_text_tower(tmp_path, shared_dir):
     result = runner.invoke(app, ["search", str(tmp_path / "store"), "--text", "a person lifting weights",
                                  "--weights", "random", "-k", "3"])
     assert result.exit_code == 0 and result.output.count("R6llTwEh07w") == 4, result.output  # 3 clips + 1 video
+
+
+def test_indexing_writes_parts_of_bounded_size(folders, tmp_path, monkeypatch):
+    import vidvec.store as store_module
+
+    monkeypatch.setattr(store_module, "PART_CLIPS", 5)  # a part as soon as 5 clips are gathered
+    store = Store(tmp_path / "store")
+    assert store.index(folders / "feats1")["added"] == 2
+    parts = store.manifest()["models"]["efficientnet_lite0"]["parts"]
+    assert len(parts) == 2  # a (6 clips), then b (10 clips): a part each
+    assert store.to_arrow().num_rows == sum(len(vidvec.read_features(folders / "feats1" / f"{k}.npz")[0]["features"])
+                                            for k in ("a", "b"))

@@ -35,6 +35,7 @@ from .ledger import LedgerError, settings_hash
 
 STORE_VERSION = 1
 MANIFEST = "store.json"
+PART_CLIPS = 200_000  # clips per part written at once: what indexing holds in memory (about 400 MB at 512-d)
 
 
 class StoreError(Exception):
@@ -110,9 +111,7 @@ class Store:
         """Add the done videos of output folder ``out`` (vidvec's own layout) that the store does not hold yet;
         returns ``{"model", "added", "already", "failed": [(key, reason)]}``."""
         from .convert import done_files, read_done
-        from .writers import atomic_path
 
-        pa, pq = _pyarrow()
         out = Path(out)
         try:
             settings, found = done_files(out)
@@ -130,10 +129,8 @@ class Store:
                                  f", {out} has {digest}): one store holds one way of extracting per model")
             entry = entry or {"settings_hash": digest, "settings": settings, "dim": None, "parts": []}
             held = self._keys(model, entry)
-            clips: dict[str, list] = {name: [] for name in ("video", "source", "model", "weights_sha256", "clip",
-                                                            "start", "end")}
-            vectors, videos, video_vectors, failed, already = [], [], [], [], 0
-            weights = (settings.get("weights") or {}).get("sha256")
+            batch = _Batch(model, (settings.get("weights") or {}).get("sha256"))
+            added, already, failed = 0, 0, []
             for record, path in found:
                 if record.key in held:
                     already += 1
@@ -149,35 +146,37 @@ class Store:
                                                 f"{entry['dim']})"))
                     continue
                 entry["dim"] = int(features.shape[1])
-                spans = np.asarray(arrays["timestamps"], dtype=np.float64).reshape(-1, 2)
-                for i in range(len(features)):
-                    clips["video"].append(record.key)
-                    clips["source"].append(record.video_path)
-                    clips["model"].append(model)
-                    clips["weights_sha256"].append(weights)
-                    clips["clip"].append(i)
-                    clips["start"].append(float(spans[i, 0]))
-                    clips["end"].append(float(spans[i, 1]))
-                vectors.append(features)
-                videos.append((record.key, record.video_path, len(features), json.dumps(provenance, default=str)))
-                video_vectors.append(np.asarray(arrays["video_vector"], dtype=np.float32).reshape(-1))
-            if videos:
-                dim = entry["dim"]
-                part = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{len(entry['parts'])}"
-                clip_table = pa.table({**clips, "vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(np.concatenate(vectors).reshape(-1)), dim)})
-                video_table = pa.table({
-                    "video": [v[0] for v in videos], "source": [v[1] for v in videos], "model": [model] * len(videos),
-                    "clips": [v[2] for v in videos], "provenance": [v[3] for v in videos],
-                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(video_vectors)), dim)})
-                for kind, table in (("clips", clip_table), ("videos", video_table)):
-                    with atomic_path(self.path / _folder(model) / f"{kind}-{part}.parquet") as tmp:
-                        pq.write_table(table, tmp, write_page_checksum=True)
-                entry["parts"].append(part)
-                manifest["models"][model] = entry
-                with atomic_path(self.path / MANIFEST) as tmp:  # the parts count once the manifest names them
-                    tmp.write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
-        return {"model": model, "added": len(videos), "already": already, "failed": failed}
+                batch.add(record.key, record.video_path, features, arrays, provenance)
+                added += 1
+                if batch.clips >= PART_CLIPS:  # memory stays bounded: the part is written, the next one begins
+                    self._write_part(manifest, entry, batch)
+                    batch = _Batch(model, batch.weights)
+            if batch.clips:
+                self._write_part(manifest, entry, batch)
+        return {"model": model, "added": added, "already": already, "failed": failed}
+
+    def _write_part(self, manifest: dict, entry: dict, batch: _Batch) -> None:
+        """Write one batch as a clips and a videos part, then the manifest naming them (so a crash in between
+        leaves files no manifest names, never a manifest naming a missing file)."""
+        from .writers import atomic_path
+
+        pa, pq = _pyarrow()
+        dim, model = entry["dim"], batch.model
+        part = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{len(entry['parts'])}"
+        clip_table = pa.table({**batch.columns, "vector": pa.FixedSizeListArray.from_arrays(
+            pa.array(np.concatenate(batch.vectors).reshape(-1)), dim)})
+        video_table = pa.table({
+            "video": [v[0] for v in batch.videos], "source": [v[1] for v in batch.videos],
+            "model": [model] * len(batch.videos), "clips": [v[2] for v in batch.videos],
+            "provenance": [v[3] for v in batch.videos],
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(batch.video_vectors)), dim)})
+        for kind, table in (("clips", clip_table), ("videos", video_table)):
+            with atomic_path(self.path / _folder(model) / f"{kind}-{part}.parquet") as tmp:
+                pq.write_table(table, tmp, write_page_checksum=True)
+        entry["parts"].append(part)
+        manifest["models"][model] = entry
+        with atomic_path(self.path / MANIFEST) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
 
     def _keys(self, model: str, entry: dict) -> set[str]:
         if not entry["parts"]:
@@ -251,6 +250,34 @@ class Store:
                     break
         return ([hit(int(i)) for i in order[:k]],
                 [VideoHit(h.video, h.source, h.score, h) for h in best.values()])
+
+
+class _Batch:
+    """The rows of one part, gathered video by video."""
+
+    def __init__(self, model: str, weights: str | None) -> None:
+        self.model, self.weights = model, weights
+        self.columns: dict[str, list] = {name: [] for name in ("video", "source", "model", "weights_sha256", "clip",
+                                                                "start", "end")}
+        self.vectors: list[np.ndarray] = []
+        self.videos: list[tuple[str, str, int, str]] = []
+        self.video_vectors: list[np.ndarray] = []
+        self.clips = 0
+
+    def add(self, key: str, source: str, features: np.ndarray, arrays: dict, provenance: dict) -> None:
+        spans = np.asarray(arrays["timestamps"], dtype=np.float64).reshape(-1, 2)
+        n = len(features)
+        self.columns["video"] += [key] * n
+        self.columns["source"] += [source] * n
+        self.columns["model"] += [self.model] * n
+        self.columns["weights_sha256"] += [self.weights] * n
+        self.columns["clip"] += list(range(n))
+        self.columns["start"] += spans[:, 0].tolist()
+        self.columns["end"] += spans[:, 1].tolist()
+        self.vectors.append(features)
+        self.videos.append((key, source, n, json.dumps(provenance, default=str)))
+        self.video_vectors.append(np.asarray(arrays["video_vector"], dtype=np.float32).reshape(-1))
+        self.clips += n
 
 
 def _vectors(table) -> np.ndarray:
