@@ -135,3 +135,23 @@ def test_indexing_writes_parts_of_bounded_size(folders, tmp_path, monkeypatch):
     assert len(parts) == 2  # a (6 clips), then b (10 clips): a part each
     assert store.to_arrow().num_rows == sum(len(vidvec.read_features(folders / "feats1" / f"{k}.npz")[0]["features"])
                                             for k in ("a", "b"))
+
+
+def test_a_big_store_searches_through_its_approximate_index(folders, tmp_path, monkeypatch):
+    import vidvec.store as store_module
+
+    exact = Store(tmp_path / "exact")
+    exact.index(folders / "feats1")
+    monkeypatch.setattr(store_module, "ANN_CLIPS", 10)  # "big" from 10 clips on
+    store = Store(tmp_path / "store")
+    store.index(folders / "feats1")
+    ann = store.manifest()["models"]["efficientnet_lite0"]["ann"]
+    assert ann["rows"] == 16 and (tmp_path / "store" / "efficientnet_lite0" / "ivf.faiss").is_file()
+    query = exact.vector_of("b", 1.2)
+    clips, videos = store.search(query, k=5)
+    expected, expected_videos = exact.search(query, k=5)
+    assert (clips[0].video, clips[0].clip) == (expected[0].video, expected[0].clip)  # 16 lists probed: exact
+    np.testing.assert_allclose([c.score for c in clips], [c.score for c in expected], rtol=1e-5)  # (ties in any order)
+    np.testing.assert_allclose([v.score for v in videos], [v.score for v in expected_videos], rtol=1e-5)
+    store.index(folders / "feats2")  # adding videos rebuilds it over every part
+    assert store.manifest()["models"]["efficientnet_lite0"]["ann"]["rows"] == 16 + 4
