@@ -263,8 +263,7 @@ def plan(tasks: int = typer.Option(..., "--tasks", help="How many tasks (SLURM a
         with Progress(TextColumn("[bold]headers"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=True, disable=not err.is_terminal) as progress:
             bar = progress.add_task("headers", total=len(sources))
-            read = read_durations(sources, threads or min(32, 2 * (os.cpu_count() or 1)),
-                                  on_read=lambda n: progress.advance(bar, n))
+            read = read_durations(sources, threads, on_read=lambda n: progress.advance(bar, n))
         rate = len(sources) / max(time.perf_counter() - began, 1e-9)
         for source, (_, reason) in zip(sources, read):
             if reason is not None:
@@ -354,7 +353,7 @@ def _on_slurm(run, plan, plan_file: Optional[Path], tasks: Optional[int], quiet:
     options = SlurmOptions(**slurm_options)
     execution = run.execution
     if plan is None:
-        durations = [seconds for seconds, _ in read_durations(run.sources, min(32, 2 * (os.cpu_count() or 1)))]
+        durations = [seconds for seconds, _ in read_durations(run.sources)]
         plan = RunPlan.make(run.spec, run.sources, durations, tasks or 1)
         plan_file = plan.write(out / "plan.json")
     elif tasks is not None and tasks != plan.tasks:
@@ -484,7 +483,7 @@ def status(out: Path = typer.Argument(..., help="An output folder of `vidvec ext
     """Counts, failures and partial results with reasons, and throughput of an output folder (read-only)."""
     from .ledger import LEDGER_NAME, LedgerError
 
-    folders = [out] if (out / LEDGER_NAME).exists() else sorted(p.parent for p in out.glob(f"*/{LEDGER_NAME}"))
+    folders = _output_folders(out)
     if not folders:
         _fail(f"{out} has no vidvec ledger ({LEDGER_NAME}); is it an output folder of `vidvec extract`?")
     for folder in folders:
@@ -494,6 +493,13 @@ def status(out: Path = typer.Argument(..., help="An output folder of `vidvec ext
             _print_status(folder)
         except LedgerError as error:
             _fail(str(error))
+
+
+def _output_folders(out: Path) -> list[Path]:
+    """``out`` when it is an output folder, else the model folders of a run with several models in it."""
+    from .ledger import LEDGER_NAME
+
+    return [out] if (out / LEDGER_NAME).exists() else sorted(p.parent for p in out.glob(f"*/{LEDGER_NAME}"))
 
 
 def _print_status(out: Path) -> None:
@@ -639,12 +645,10 @@ def index(out: List[Path] = typer.Argument(..., help="Finished output folders of
           into: Path = typer.Option(..., "--into", help="The store folder (created if new).")) -> None:
     """Add the done videos of output folders to a vector store (Parquet, readable without vidvec): only those it
     does not hold yet; a folder with other settings for a model already in the store is refused."""
-    from .ledger import LEDGER_NAME
     from .store import Store, StoreError
 
     store = Store(into)
-    folders = [f for o in out for f in ([o] if (o / LEDGER_NAME).exists() else
-                                         sorted(p.parent for p in o.glob(f"*/{LEDGER_NAME}")) or [o])]
+    folders = [f for o in out for f in _output_folders(o) or [o]]
     failed = 0
     for folder in folders:
         try:

@@ -30,10 +30,11 @@ class PlanError(Exception):
     """A plan file that cannot be read, or that does not match the run it is used for (one line)."""
 
 
-def read_durations(sources: Sequence[VideoSource], threads: int = 8,
+def read_durations(sources: Sequence[VideoSource], threads: int = 0,
                    on_read: Callable[[int], None] | None = None) -> list[tuple[float | None, str | None]]:
-    """(duration, None) or (None, reason) per source, in order: header durations read in ``threads`` threads,
-    cut to the source's ``[start, end)``; ``on_read(n)`` is told as files are read."""
+    """(duration, None) or (None, reason) per source, in order: header durations read in ``threads`` threads (0:
+    twice the cores, at most 32), cut to the source's ``[start, end)``; ``on_read(n)`` is told as files are read."""
+    threads = threads or min(32, 2 * (os.cpu_count() or 1))
     def one(source: VideoSource) -> tuple[float | None, str | None]:
         try:
             seconds = header_duration(source.path)

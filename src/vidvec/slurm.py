@@ -17,8 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .runplan import RunPlan
+if TYPE_CHECKING:  # vidvec status reads a run's jobs without importing the planning side
+    from .runplan import RunPlan
 
 FOLDER = ".vidvec-slurm"
 
@@ -42,6 +44,7 @@ class SlurmOptions:
 def run_task(plan_path: str, task: int, device: str, batch_size: int | None, num_workers: int | None) -> dict:
     """One array task, inside the job: task ``task``'s share of the plan through the local executor; counts."""
     from .extraction import Extraction, execution_options
+    from .runplan import RunPlan
 
     plan = RunPlan.read(plan_path)
     counts = {"done": 0, "failed": 0, "skipped": 0}
