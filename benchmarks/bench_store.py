@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import vidvec.store as store_module
-from vidvec.store import Store, _Batch
+from vidvec.store import Store
 
 
 def main() -> None:
@@ -33,22 +33,23 @@ def main() -> None:
         entry = {"settings_hash": "0" * 16, "settings": {"model": "generated"}, "dim": dim, "parts": []}
         store.path.mkdir(parents=True)
         began = time.perf_counter()
-        batch = _Batch("generated", None)
+        part = None
         for video in range(args.clips // per_video):
             x = centres[rng.integers(0, len(centres), per_video)] + 0.6 * rng.normal(size=(per_video, dim))
             x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
             spans = np.stack([np.arange(per_video), np.arange(1, per_video + 1)], 1).astype(np.float64)
-            batch.add(f"v{video:06d}", f"/data/v{video:06d}.mp4", x, {"timestamps": spans, "video_vector": x.mean(0)},
-                      {})
-            if batch.clips >= store_module.PART_CLIPS:
-                store._write_part(manifest, entry, batch)
-                batch = _Batch("generated", None)
-        if batch.clips:
-            store._write_part(manifest, entry, batch)
+            part = part or store._new_part(entry, "generated", None)
+            part.add(f"v{video:06d}", f"/data/v{video:06d}.mp4", x, {"timestamps": spans, "video_vector": x.mean(0)},
+                     {})
+            if part.clips >= store_module.PART_CLIPS:
+                store._finish_part(manifest, entry, part)
+                part = None
+        if part is not None:
+            store._finish_part(manifest, entry, part)
         print(f"{args.clips} clips written as {len(entry['parts'])} parts in {time.perf_counter() - began:.1f} s")
         began = time.perf_counter()
         store._build_ann(manifest, entry, "generated")
-        print(f"approximate index (IVF-Flat, {entry['ann']['lists']} lists): built in {time.perf_counter() - began:.1f} s")
+        print(f"approximate index (faiss IVF, float16, {entry['ann']['lists']} lists): built in {time.perf_counter() - began:.1f} s")
         stored = store_module._vectors(store.to_arrow("generated"))
         queries = stored[rng.integers(0, len(stored), 200)] + 0.05 * rng.normal(size=(200, dim)).astype(np.float32)
         ann_ms, exact_ms, recall = [], [], []

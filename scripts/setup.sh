@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 # System packages the tests use (Debian): the ffmpeg command line (HERO's extractors run it; tests compare with it)
-# and a single-node SLURM (scripts/slurm-local.sh starts it; gcc builds its loopback shim).
+# a single-node SLURM (scripts/slurm-local.sh starts it; gcc builds its loopback shim) and a headless browser
+# (the search page's test renders it).
 missing=()
 command -v ffprobe >/dev/null || missing+=(ffmpeg)
 command -v slurmctld >/dev/null || missing+=(slurmctld)
@@ -13,6 +14,7 @@ command -v slurmd >/dev/null || missing+=(slurmd)
 command -v sbatch >/dev/null || missing+=(slurm-client)
 command -v munged >/dev/null || missing+=(munge)
 command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   $SUDO apt-get update -qq

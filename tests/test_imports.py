@@ -100,8 +100,8 @@ def test_every_card_is_made_without_torch():
     assert out.split() == [str(len(list_models())), "[]"], out
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["models"], ["models", "--family", "pyslowfast"]])
-def test_light_commands_need_no_torch(argv):
+def _runs_without_torch(argv: list[str]) -> None:
+    """Run ``vidvec *argv`` in a fresh interpreter and assert it succeeded without importing torch."""
     out = _run(f"""
         import sys
         from vidvec.cli import app
@@ -113,6 +113,21 @@ def test_light_commands_need_no_torch(argv):
         print("modules:", [m for m in ("torch", "torchvision") if m in sys.modules])
     """)
     assert out.rstrip().endswith("modules: []"), out[-2000:]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["models"], ["models", "--family", "pyslowfast"]])
+def test_light_commands_need_no_torch(argv):
+    _runs_without_torch(argv)
+
+
+def test_index_and_search_by_a_stored_clip_need_no_torch(tmp_path: Path):
+    import media
+    import vidvec
+
+    media.make_video(tmp_path / "a.mp4", frames=20, fps=10, size=(64, 48))
+    assert [o.status for o in vidvec.extract([tmp_path / "a.mp4"], out=tmp_path / "out", num_workers=0)] == ["done"]
+    _runs_without_torch(["index", str(tmp_path / "out"), "--into", str(tmp_path / "store")])
+    _runs_without_torch(["search", str(tmp_path / "store"), "--like-clip", "a@0.5", "-k", "1"])
 
 
 def test_entry_points_add_model_families(tmp_path: Path):

@@ -109,7 +109,7 @@ def test_cli_index_and_search_refusals(folders, tmp_path):
     result = runner.invoke(app, ["search", str(tmp_path / "store"), "--like-clip", "zz@1s"])
     assert result.exit_code == 2 and "no video 'zz' in the store" in result.output
     result = runner.invoke(app, ["search", str(tmp_path / "store")])
-    assert result.exit_code == 2 and "give --text or --like-clip" in result.output
+    assert result.exit_code == 2 and "give one of --text, --like or --like-clip" in result.output
 
 
 def test_text_search_through_the_models_text_tower(tmp_path, shared_dir):
@@ -129,10 +129,13 @@ def test_indexing_writes_parts_of_bounded_size(folders, tmp_path, monkeypatch):
     import vidvec.store as store_module
 
     monkeypatch.setattr(store_module, "PART_CLIPS", 5)  # a part as soon as 5 clips are gathered
+    monkeypatch.setattr(store_module, "ROW_GROUP_CLIPS", 4)  # written (and read for the index) 4 clips at a time
     store = Store(tmp_path / "store")
     assert store.index(folders / "feats1")["added"] == 2
     parts = store.manifest()["models"]["efficientnet_lite0"]["parts"]
     assert len(parts) == 2  # a (6 clips), then b (10 clips): a part each
+    b = pq.ParquetFile(tmp_path / "store" / "efficientnet_lite0" / f"clips-{parts[1]}.parquet")
+    assert b.metadata.num_rows == 10 and b.metadata.num_row_groups == 1  # one video is one row group, whole
     assert store.to_arrow().num_rows == sum(len(vidvec.read_features(folders / "feats1" / f"{k}.npz")[0]["features"])
                                             for k in ("a", "b"))
 
@@ -143,10 +146,12 @@ def test_a_big_store_searches_through_its_approximate_index(folders, tmp_path, m
     exact = Store(tmp_path / "exact")
     exact.index(folders / "feats1")
     monkeypatch.setattr(store_module, "ANN_CLIPS", 10)  # "big" from 10 clips on
+    monkeypatch.setattr(store_module, "PART_CLIPS", 5)  # and built from two parts, one at a time
     store = Store(tmp_path / "store")
     store.index(folders / "feats1")
     ann = store.manifest()["models"]["efficientnet_lite0"]["ann"]
-    assert ann["rows"] == 16 and (tmp_path / "store" / "efficientnet_lite0" / "ivf.faiss").is_file()
+    assert ann["rows"] == 16 and len(ann["parts"]) == 2
+    assert (tmp_path / "store" / "efficientnet_lite0" / "ivf.faiss").is_file()
     query = exact.vector_of("b", 1.2)
     clips, videos = store.search(query, k=5)
     expected, expected_videos = exact.search(query, k=5)
@@ -155,3 +160,52 @@ def test_a_big_store_searches_through_its_approximate_index(folders, tmp_path, m
     np.testing.assert_allclose([v.score for v in videos], [v.score for v in expected_videos], rtol=1e-5)
     store.index(folders / "feats2")  # adding videos rebuilds it over every part
     assert store.manifest()["models"]["efficientnet_lite0"]["ann"]["rows"] == 16 + 4
+
+
+def test_a_damaged_approximate_index_is_an_error_and_indexing_rebuilds_it(folders, tmp_path, monkeypatch):
+    import vidvec.store as store_module
+
+    monkeypatch.setattr(store_module, "ANN_CLIPS", 10)
+    store = Store(tmp_path / "store")
+    store.index(folders / "feats1")
+    path = tmp_path / "store" / "efficientnet_lite0" / "ivf.faiss"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: faiss itself would read it and answer wrongly
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="ivf.faiss is damaged or missing .*sha256"):
+        Store(tmp_path / "store").search(np.ones(1280), k=3)
+    assert Store(tmp_path / "store").index(folders / "feats1")["added"] == 0  # nothing new, but the index is rebuilt
+    clips, _ = Store(tmp_path / "store").search(store.vector_of("b", 1.2), k=1)
+    assert (clips[0].video, clips[0].start) == ("b", 1.0)
+
+
+def test_clips_of_gives_each_videos_clips_in_order(folders, tmp_path):
+    store = Store(tmp_path / "store")
+    store.index(folders / "feats1")
+    clips = store.clips_of(["b", "a"])
+    arrays, _ = vidvec.read_features(folders / "feats1" / "b.npz")
+    np.testing.assert_array_equal(clips["b"][0], arrays["timestamps"])
+    np.testing.assert_array_equal(clips["b"][1], arrays["features"])
+    assert len(clips["a"][0]) == len(vidvec.read_features(folders / "feats1" / "a.npz")[0]["features"])
+
+
+def test_an_index_stopped_midway_leaves_no_part_and_no_temporary_file(folders, tmp_path, monkeypatch):
+    import vidvec.finished
+
+    read = vidvec.finished.read_done
+    calls = []
+
+    def stopped(path, digest):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as a kill would, between two videos of one part
+        return read(path, digest)
+
+    monkeypatch.setattr(vidvec.finished, "read_done", stopped)
+    store = Store(tmp_path / "store")
+    with pytest.raises(KeyboardInterrupt):
+        store.index(folders / "feats1")
+    assert [p.name for p in (tmp_path / "store" / "efficientnet_lite0").iterdir()] == []
+    assert store.models() == []
+    monkeypatch.setattr(vidvec.finished, "read_done", read)
+    assert store.index(folders / "feats1")["added"] == 2

@@ -133,6 +133,9 @@ def extract(
     max_retries: int = typer.Option(2, help="slurm: how often a task that stopped unfinished is submitted again."),
     no_wait: bool = typer.Option(False, "--no-wait", help="slurm: return after submitting; `vidvec status OUT` "
                                  "follows the run."),
+    index_into: Optional[Path] = typer.Option(None, "--index", help="Also add the done videos to this vector "
+                                              "store when the run ends (as `vidvec index OUT --into STORE`; "
+                                              "checked before the run starts)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print failures and the summary only."),
 ) -> None:
     """Extract features from videos into OUT, resuming where a previous run stopped."""
@@ -162,14 +165,21 @@ def extract(
         else:
             spec, sources, execution = specify(**_spec_arguments(locals()))
         out = Path(spec.output.out) if spec.output.out else out
+        if index_into is not None:
+            _check_store(index_into, spec, no_wait)
         run = Extraction.from_spec(spec, sources, execution, retry_failed=retry_failed, overwrite=overwrite,
                                    absolute_outputs=absolute_outputs, on_clips=clip_counter)
     except (ExtractError, SettingsMismatch, SourceError, WeightsError, LedgerError, PlanError, ValueError) as error:
         _fail(str(error))
+    folders = [Path(t.sink.out) for t in run.targets]
     if executor == "slurm":
-        _on_slurm(run, None if plan_file is None else plan, plan_file, tasks, quiet, no_wait,
-                  dict(partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, mem_gb=mem_gb,
-                       time_min=time_min, max_retries=max_retries))
+        given_up = _on_slurm(run, None if plan_file is None else plan, plan_file, tasks, quiet, no_wait,
+                             dict(partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
+                                  mem_gb=mem_gb, time_min=time_min, max_retries=max_retries))
+        if index_into is not None and not no_wait:
+            _index_folders(index_into, folders)
+        if given_up:
+            raise typer.Exit(1)
         return
     if executor != "local":
         _fail(f"--executor must be local or slurm, not {executor!r}")
@@ -231,9 +241,26 @@ def extract(
     err.print(f"done {counts['done']}{partial_text}, failed {counts['failed']}, already done {counts['skipped']} "
               f"in {wall:.1f} s ({clip_counter.clips / max(wall, 1e-9):.1f} clips/s); outputs in {out}",
               highlight=False, soft_wrap=True)
+    if index_into is not None:
+        counts["failed"] += _index_folders(index_into, folders)
     if counts["failed"]:
         err.print(f"see failures with: vidvec status {out}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _check_store(into: Path, spec, no_wait: bool) -> None:
+    """``extract --index``: refuse, before any work, a run whose outputs the store could not take."""
+    from .store import Store, StoreError
+
+    if spec.output.layout != "vidvec":
+        _fail(f"--index takes the vidvec layout's outputs, not --layout {spec.output.layout}")
+    if no_wait:
+        _fail(f"--index with --no-wait: run vidvec index {spec.output.out} --into {into} when the run is done")
+    try:
+        for slot in range(len(spec.models)):
+            Store(into).check_settings(spec.settings(slot), spec.folder(slot))
+    except StoreError as error:
+        _fail(str(error))
 
 
 def plan(tasks: int = typer.Option(..., "--tasks", help="How many tasks (SLURM array tasks, devices) share the run."),
@@ -341,8 +368,9 @@ def _print_slurm(out: Path, console: Console) -> None:
 
 
 def _on_slurm(run, plan, plan_file: Optional[Path], tasks: Optional[int], quiet: bool, no_wait: bool,
-              slurm_options: dict) -> None:
-    """``extract --executor slurm``: plan (unless given a plan), submit the array, and wait unless told not to."""
+              slurm_options: dict) -> bool:
+    """``extract --executor slurm``: plan (unless given a plan), submit the array, and wait unless told not to;
+    whether a task was given up."""
     from .runplan import RunPlan, read_durations
     from .slurm import SlurmError, SlurmOptions, submit, wait
 
@@ -366,7 +394,7 @@ def _on_slurm(run, plan, plan_file: Optional[Path], tasks: Optional[int], quiet:
                   f"(logs in {out / '.vidvec-slurm'})", highlight=False, soft_wrap=True)
         if no_wait:
             err.print(f"follow it with: vidvec status {out}", highlight=False, soft_wrap=True)
-            return
+            return False
         total = len(plan.sources)
         with Progress(TextColumn("[bold]videos"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
                       disable=quiet or not err.is_terminal) as progress:
@@ -379,8 +407,7 @@ def _on_slurm(run, plan, plan_file: Optional[Path], tasks: Optional[int], quiet:
         err.print(f"FAILED task {task}: {left} video(s) unfinished after {options.max_retries} retries (logs in "
                   f"{out / '.vidvec-slurm'})", style="red", highlight=False, soft_wrap=True)
     _print_status(out if len(run.targets) == 1 else out / run.targets[0].name)
-    if given_up:
-        raise typer.Exit(1)
+    return bool(given_up)
 
 
 def _spec_arguments(values: dict) -> dict:
@@ -645,10 +672,17 @@ def index(out: List[Path] = typer.Argument(..., help="Finished output folders of
           into: Path = typer.Option(..., "--into", help="The store folder (created if new).")) -> None:
     """Add the done videos of output folders to a vector store (Parquet, readable without vidvec): only those it
     does not hold yet; a folder with other settings for a model already in the store is refused."""
+    folders = [f for o in out for f in _output_folders(o) or [o]]
+    if _index_folders(into, folders):
+        raise typer.Exit(1)
+
+
+def _index_folders(into: Path, folders: List[Path]) -> int:
+    """Index each output folder into the store ``into``, a line per folder and per video that could not be read;
+    returns how many could not. A refusal (other settings, a store in use) ends the command (exit 2)."""
     from .store import Store, StoreError
 
     store = Store(into)
-    folders = [f for o in out for f in _output_folders(o) or [o]]
     failed = 0
     for folder in folders:
         try:
@@ -661,26 +695,31 @@ def index(out: List[Path] = typer.Argument(..., help="Finished output folders of
         failed += len(added["failed"])
         err.print(f"{folder}: {added['added']} video(s) of {added['model']} added, {added['already']} already in "
                   f"{into}", highlight=False, soft_wrap=True)
-    if failed:
-        raise typer.Exit(1)
+    return failed
 
 
 @app.command()
 def search(store_path: Path = typer.Argument(..., help="A store made by `vidvec index`."),
            text: Optional[str] = typer.Option(None, "--text", help="A sentence, through the model's text tower."),
+           like: Optional[Path] = typer.Option(None, "--like", help="A video file: extracted as the store's vectors "
+                                               "were (same model, weights and settings), its video vector is the "
+                                               "query."),
            like_clip: Optional[str] = typer.Option(None, "--like-clip", help="A stored clip, VIDEO@SECONDS (e.g. "
                                                    "R6llTwEh07w@4.5s)."),
            k: int = typer.Option(10, "-k", help="How many clips and videos."),
            model: Optional[str] = typer.Option(None, "--model", "-m", help="The store's model to search (needed "
                                                "when it holds several)."),
-           weights: Optional[str] = typer.Option(None, help="--text: the text tower's weights (default: the "
-                                                 "entry the store's vectors were made with).")) -> None:
-    """The clips and videos of a store nearest a sentence or a stored clip (cosine similarity; a video scores as
-    its best clip)."""
+           weights: Optional[str] = typer.Option(None, help="--text, --like: the model's weights (default: the "
+                                                 "entry the store's vectors were made with)."),
+           html_file: Optional[Path] = typer.Option(None, "--html", help="Also write the results as a web page: "
+                                                    "a thumbnail of each clip found, and per video its similarity "
+                                                    "over time.")) -> None:
+    """The clips and videos of a store nearest a sentence, a video or a stored clip (cosine similarity; a video
+    scores as its best clip)."""
     from .store import Store, StoreError
 
-    if (text is None) == (like_clip is None):
-        _fail("give --text or --like-clip")
+    if sum(q is not None for q in (text, like, like_clip)) != 1:
+        _fail("give one of --text, --like or --like-clip")
     if k < 1:
         _fail(f"-k must be at least 1, not {k}")
     store = Store(store_path)
@@ -688,23 +727,33 @@ def search(store_path: Path = typer.Argument(..., help="A store made by `vidvec 
         if not (store_path / "store.json").exists():
             raise StoreError(f"{store_path} is not a store (no store.json); make one with vidvec index")
         name = store.model_name(model)
+        settings = store.manifest()["models"][name]["settings"]
         if text is not None:
-            entry = store.manifest()["models"][name]
-            stored = (entry["settings"].get("weights") or {}).get("name")
+            stored = settings["weights"]["name"]
             if weights is None and stored in ("random", "file"):
                 _fail(f"the store's {name} vectors were made with weights '{stored}': give --weights for its text "
                       "tower")
-            query = _encode_texts(name, weights or stored, [text])[0]
+            query, label = _encode_texts(name, weights or stored, [text])[0], text
+        elif like is not None:
+            query, label = _extract_query(like, settings, weights), f"like {like.name}"
         else:
             video, _, at = like_clip.rpartition("@")
             try:
                 seconds = float(at.rstrip("s"))
             except ValueError:
                 _fail(f"--like-clip takes VIDEO@SECONDS, not {like_clip!r}")
-            query = store.vector_of(video, seconds, name)
+            query, label = store.vector_of(video, seconds, name), f"like {like_clip}"
         clips, videos = store.search(query, k, name)
+        if html_file is not None:
+            from .searchpage import write_page
+
+            timelines = store.timelines(query, [v.video for v in videos], name)
+            for line in write_page(html_file, label, name, clips, videos, timelines):
+                err.print(f"vidvec: {_shown(line)}", style="yellow", highlight=False, soft_wrap=True, markup=False)
     except StoreError as error:
         _fail(str(error))
+    except OSError as error:
+        _fail(f"{html_file}: cannot write the page ({error.strerror or error})")
     console = Console()
     console.print(f"clips ({name}):", highlight=False)
     for hit in clips:
@@ -714,6 +763,27 @@ def search(store_path: Path = typer.Argument(..., help="A store made by `vidvec 
     for hit in videos:
         console.print(f"  {hit.score:.4f}  {hit.video}  {hit.best.start:.2f}-{hit.best.end:.2f} s", highlight=False,
                       markup=False)
+    if html_file is not None:
+        err.print(f"page written to {html_file}", highlight=False, soft_wrap=True)
+
+
+def _extract_query(video: Path, settings: dict, weights: Optional[str]):
+    """The video vector of ``video`` extracted as an output folder bound to ``settings`` was (in memory)."""
+    from .extraction import ExtractError, Extraction, execution_options
+    from .sources import SourceError, collect_sources
+    from .spec import RunSpec, SpecError
+    from .weights import WeightsError
+
+    if not video.is_file():
+        _fail(f"--like takes one video file; {video} is not a file")
+    try:
+        spec = RunSpec.from_settings(settings, weights)
+        outcome = next(iter(Extraction.from_spec(spec, collect_sources([video]), execution_options())))
+    except (SpecError, ExtractError, SourceError, WeightsError) as error:
+        _fail(str(error))
+    if outcome.status != "done":
+        _fail(f"{_shown(video)}: {_shown(outcome.reason)}")
+    return outcome.video_vector
 
 
 @app.command("verify-weights")

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .decode import VideoInfo
-from .ledger import Ledger, LedgerError, VideoRecord
+from .finished import done_files, read_done
+from .ledger import LedgerError, VideoRecord
 from .registry import get_card
 from .runner import VideoResult
 from .sinks import (Ego4DSink, HeroSink, LvsTimelineSink, OutputError, PySlowFastSink, Sink, VideoFeaturesSink,
                     video_features_streams)
 from .sources import VideoSource
-from .writers import output_path, read_features, write_csd
+from .writers import write_csd
 
 TARGETS = ("pyslowfast", "lvs-timeline", "hero", "video_features", "ego4d", "csd")
 
@@ -79,30 +80,6 @@ def convert(out: Path, to: str, into: Path | None = None) -> Iterator[Converted]
             yield Converted(record.key, sink.write(result, None))
         except (OSError, ValueError, KeyError, OutputError) as error:
             yield Converted(record.key, None, f"{path}: {error}")
-
-
-def done_files(out: Path) -> tuple[dict, list[tuple[VideoRecord, Path]]]:
-    """An output folder's settings and each done video's ledger row with its feature file (LedgerError when the
-    folder has no readable ledger)."""
-    with Ledger(Path(out), readonly=True) as ledger:
-        settings, records = ledger.settings() or {}, [r for r in ledger.records() if r.status == "done"]
-    return settings, [(r, _feature_file(Path(out), r.key, r.output_path, settings.get("format", "npz")))
-                      for r in records]
-
-
-def _feature_file(out: Path, key: str, recorded: str | None, fmt: str) -> Path:
-    """The video's file: where the vidvec layout puts it, else (a manifest's output_path) where the ledger says,
-    a path relative to where that run was started."""
-    canonical = output_path(out, key, fmt)
-    return Path(recorded) if recorded and not canonical.is_file() else canonical
-
-
-def read_done(path: Path, settings_hash: str | None) -> tuple[dict, dict]:
-    """The file's arrays and provenance, if its provenance says it is the ledger row's (the same settings)."""
-    arrays, provenance = read_features(path)
-    if settings_hash is not None and provenance.get("settings_hash") not in (None, settings_hash):
-        raise ValueError("its settings are not the folder's (another run's file); rerun vidvec extract on it")
-    return arrays, provenance
 
 
 def _sink(to: str, into: Path, settings: dict, sources: list[VideoSource]) -> Sink:

@@ -158,6 +158,37 @@ class RunSpec:
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise SpecError(f"not a vidvec run spec: {error}") from None
 
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], weights: str | os.PathLike | None = None) -> RunSpec:
+        """The one-model run, results in memory, that makes the vectors of an output folder bound to ``settings``
+        (vidvec's own layout): the model with its weights entry found again by name (or ``weights``: an entry,
+        a file, "random"), its sampling, pixels, options and normalisation. SpecError when that run's settings
+        hash is not the folder's (other weights, or settings this vidvec cannot make)."""
+        from .registry import get_card
+
+        stored = settings["weights"]
+        if weights is None and stored["name"] in ("random", "file"):
+            raise SpecError(f"the {settings['model']} vectors were made with weights '{stored['name']}': give the "
+                            "same weights")
+        fields = {("geometry" if k == "layout" else k): tuple(v) if isinstance(v, list) else v
+                  for k, v in settings["preprocess"].items()}
+        try:
+            card = get_card(settings["model"])
+            model = plan_model(card, weights or stored["name"], SamplingSpec(**settings["sampling"]),
+                               settings.get("model_options", {}), pixels=fields,
+                               normalize=settings.get("normalize", "none"))
+        except (TypeError, ValueError) as error:
+            raise SpecError(f"cannot run {settings['model']} as these settings say: {error}") from None
+        spec = cls((model,), OutputSpec(None, "vidvec", settings["format"], settings["out_dtype"]),
+                   dtype=settings["dtype"], top_k=settings["top_k"], logits=settings["logits"])
+        if model.weights.sha256 != stored["sha256"]:
+            raise SpecError(f"weights {model.weights.name} have sha256 {model.weights.sha256[:16]}..., the "
+                            f"{model.name} vectors were made with {stored['sha256'][:16]}...")
+        if spec.settings_hash(0) != settings_hash(dict(settings)):
+            raise SpecError(f"this vidvec cannot make {model.name} vectors with exactly these settings (hash "
+                            f"{settings_hash(dict(settings))}, it would make {spec.settings_hash(0)})")
+        return spec
+
 
 def _model(data: dict) -> ModelSpec:
     audio = data["input"] == "audio"

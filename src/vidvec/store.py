@@ -15,9 +15,9 @@ damaged file is an error, not a wrong answer. One ``index`` at a time: a second 
 holds the store's lock.
 
 Search is by cosine similarity (vectors L2-normalised at query time, the stored ones kept raw): exact below
-ANN_CLIPS clips of a model, else through an approximate index (faiss IVF-Flat, rebuilt by each ``index`` that adds
-videos); the best 50 k (exact) or 20 k (approximate) candidates are ranked, and a video scores as its best clip
-among them. A Store keeps what search reads in memory until the store changes.
+ANN_CLIPS clips of a model, else through an approximate index (faiss IVF holding float16 vectors, rebuilt by each
+``index`` that adds videos); the best 50 k (exact) or 20 k (approximate) candidates are ranked, and a video scores
+as its best clip among them. A Store keeps what search reads in memory until the store changes.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ from .ledger import LedgerError, settings_hash
 
 STORE_VERSION = 1
 MANIFEST = "store.json"
-PART_CLIPS = 200_000  # clips per part written at once: what indexing holds in memory (about 400 MB at 512-d)
-# From this many clips of a model on, `index` also builds an approximate index (faiss IVF-Flat) that search uses:
-# below it exact search is fast enough (about 5 ms a query at 200,000 x 512 on 2 cores; 25 ms at a million).
+PART_CLIPS = 1_000_000  # clips per part (per pair of files)
+ROW_GROUP_CLIPS = 20_000  # clips per Parquet row group: what indexing holds in memory at a time (40 MB at 512-d)
+# From this many clips of a model on, `index` also builds an approximate index (faiss IVF, float16 vectors) that
+# search uses: below it exact search is fast enough (docs/usage.md#vidvec-index-and-vidvec-search).
 ANN_CLIPS = 200_000
 ANN_NPROBE = 16
 
@@ -114,102 +115,151 @@ class Store:
             yield
 
     # -- indexing ------------------------------------------------------------------------------------------------
+    def check_settings(self, settings: dict, out: str | os.PathLike, manifest: dict | None = None) -> dict | None:
+        """StoreError unless the store can take an output folder ``out`` bound to ``settings``: vidvec's own
+        layout, and for a model the store holds, the same settings hash. Returns the model's entry (None: new)."""
+        if settings.get("layout", "vidvec") != "vidvec":
+            raise StoreError(f"{out} is in the {settings['layout']} layout; index a folder of vidvec's own layout")
+        model, digest = str(settings.get("model")), settings_hash(settings)
+        entry = (manifest or self.manifest())["models"].get(model)
+        if entry is not None and entry["settings_hash"] != digest:
+            raise StoreError(f"the store holds {model} extracted with other settings (hash {entry['settings_hash']}, "
+                             f"{out} has {digest}): one store holds one way of extracting per model")
+        return entry
+
     def index(self, out: str | os.PathLike) -> dict:
         """Add the done videos of output folder ``out`` (vidvec's own layout) that the store does not hold yet;
         returns ``{"model", "added", "already", "failed": [(key, reason)]}``."""
-        from .convert import done_files, read_done
+        from .finished import done_files, read_done
 
         out = Path(out)
         try:
             settings, found = done_files(out)
         except LedgerError as error:
             raise StoreError(str(error)) from None
-        if settings.get("layout", "vidvec") != "vidvec":
-            raise StoreError(f"{out} is in the {settings['layout']} layout; index a folder of vidvec's own layout")
         model = str(settings.get("model"))
         digest = settings_hash(settings)
         with self._locked():
             manifest = self.manifest()
-            entry = manifest["models"].get(model)
-            if entry is not None and entry["settings_hash"] != digest:
-                raise StoreError(f"the store holds {model} extracted with other settings (hash {entry['settings_hash']}"
-                                 f", {out} has {digest}): one store holds one way of extracting per model")
-            entry = entry or {"settings_hash": digest, "settings": settings, "dim": None, "parts": []}
+            entry = self.check_settings(settings, out, manifest) or {
+                "settings_hash": digest, "settings": settings, "dim": None, "parts": []}
             held = self._keys(model, entry)
-            batch = _Batch(model, (settings.get("weights") or {}).get("sha256"))
+            weights = (settings.get("weights") or {}).get("sha256")
             added, already, failed = 0, 0, []
-            for record, path in found:
-                if record.key in held:
-                    already += 1
-                    continue
-                try:
-                    arrays, provenance = read_done(path, record.settings_hash)
-                except (OSError, ValueError, KeyError) as error:
-                    failed.append((record.key, f"{path}: {error}"))
-                    continue
-                features = np.asarray(arrays["features"], dtype=np.float32)
-                if features.ndim != 2 or entry["dim"] not in (None, features.shape[1]):
-                    failed.append((record.key, f"{path}: vectors of shape {features.shape}, not (clips, "
-                                                f"{entry['dim']})"))
-                    continue
-                entry["dim"] = int(features.shape[1])
-                batch.add(record.key, record.video_path, features, arrays, provenance)
-                added += 1
-                if batch.clips >= PART_CLIPS:  # memory stays bounded: the part is written, the next one begins
-                    self._write_part(manifest, entry, batch)
-                    batch = _Batch(model, batch.weights)
-            if batch.clips:
-                self._write_part(manifest, entry, batch)
-            if added and entry["parts"]:
+            part: _Part | None = None
+            try:
+                for record, path in found:
+                    if record.key in held:
+                        already += 1
+                        continue
+                    try:
+                        arrays, provenance = read_done(path, record.settings_hash)
+                    except (OSError, ValueError, KeyError) as error:
+                        failed.append((record.key, f"{path}: {error}"))
+                        continue
+                    features = np.asarray(arrays["features"], dtype=np.float32)
+                    if features.ndim != 2 or entry["dim"] not in (None, features.shape[1]):
+                        failed.append((record.key, f"{path}: vectors of shape {features.shape}, not (clips, "
+                                                    f"{entry['dim']})"))
+                        continue
+                    entry["dim"] = int(features.shape[1])
+                    part = part or self._new_part(entry, model, weights)
+                    part.add(record.key, record.video_path, features, arrays, provenance)
+                    added += 1
+                    if part.clips >= PART_CLIPS:  # the part is done, the next one begins
+                        self._finish_part(manifest, entry, part)
+                        part = None
+                if part is not None:
+                    self._finish_part(manifest, entry, part)
+                    part = None
+            finally:
+                if part is not None:  # an error: its files are removed, the manifest never named them
+                    part.abort()
+            if entry["parts"] and (added or not self._ann_fresh(model, entry)):
                 self._build_ann(manifest, entry, model)
         return {"model": model, "added": added, "already": already, "failed": failed}
 
     def _build_ann(self, manifest: dict, entry: dict, model: str) -> None:
         """With ANN_CLIPS clips or more, (re)build the model's approximate index over every part: an inverted file
-        of 4 sqrt(N) lists holding the L2-normalised vectors (inner product = cosine), trained on a sample."""
+        of 4 sqrt(N) lists holding the L2-normalised vectors in float16 (inner product = cosine), trained on a
+        sample, then filled a row group at a time (what it holds besides the index is one row group's vectors).
+        Its sha256 goes in the manifest, checked when search opens it."""
+        from .checkpoints import sha256_file
         from .writers import atomic_path
 
-        table = self._read(model, "clips", ["vector"])
-        if table.num_rows < ANN_CLIPS:
+        total = self._count(model, entry)
+        if total < ANN_CLIPS:
             return
+        paths = [self._part(model, "clips", part) for part in entry["parts"]]
         try:
             import faiss
         except ImportError:  # pragma: no cover - a dependency
             raise StoreError("the approximate index needs faiss: pip install faiss-cpu") from None
-        vectors = _unit(_vectors(table))
-        lists = int(4 * np.sqrt(len(vectors)))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], lists,
-                                   faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(0).choice(len(vectors), min(len(vectors), 40 * lists), replace=False)
-        index.train(vectors[np.sort(sample)])
-        index.add(vectors)
-        with atomic_path(self.path / _folder(model) / "ivf.faiss") as tmp:
+        dim, lists = entry["dim"], int(4 * np.sqrt(total))
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, lists, faiss.ScalarQuantizer.QT_fp16,
+                                              faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        share = min(1.0, 40 * lists / total)  # the training sample: the same share of every part
+        sample = [vectors[np.sort(rng.choice(len(vectors), max(1, round(share * len(vectors))), replace=False))]
+                  for vectors in self._part_vectors(model, paths)]
+        index.train(np.concatenate(sample))
+        del sample
+        for vectors in self._part_vectors(model, paths):
+            index.add(vectors)
+        path = self.path / _folder(model) / "ivf.faiss"
+        with atomic_path(path) as tmp:
             faiss.write_index(index, str(tmp))
-        entry["ann"] = {"parts": list(entry["parts"]), "lists": lists, "rows": len(vectors)}
+        entry["ann"] = {"parts": list(entry["parts"]), "lists": lists, "rows": total, "sha256": sha256_file(path)}
         manifest["models"][model] = entry
         with atomic_path(self.path / MANIFEST) as tmp:
             tmp.write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
 
-    def _write_part(self, manifest: dict, entry: dict, batch: _Batch) -> None:
-        """Write one batch as a clips and a videos part, then the manifest naming them (so a crash in between
-        leaves files no manifest names, never a manifest naming a missing file)."""
+    def _ann_fresh(self, model: str, entry: dict) -> bool:
+        """Whether the model's approximate index covers every part and is the file the manifest records (or the
+        model has too few clips for one)."""
+        from .checkpoints import sha256_file
+
+        ann = entry.get("ann")
+        if not ann:
+            return self._count(model, entry) < ANN_CLIPS
+        path = self.path / _folder(model) / "ivf.faiss"
+        return ann["parts"] == entry["parts"] and path.is_file() and sha256_file(path) == ann.get("sha256")
+
+    def _count(self, model: str, entry: dict) -> int:
+        """How many clips of ``model`` the store holds (from the parts' footers)."""
+        _, pq = _pyarrow()
+        total = 0
+        for part in entry["parts"]:
+            path = self._part(model, "clips", part)
+            with _reading(path):
+                total += pq.ParquetFile(path).metadata.num_rows
+        return total
+
+    def _part(self, model: str, kind: str, part: str) -> Path:
+        return self.path / _folder(model) / f"{kind}-{part}.parquet"
+
+    def _part_vectors(self, model: str, paths: list[Path]) -> Iterator[np.ndarray]:
+        """The parts' clip vectors, L2-normalised, a row group at a time."""
+        _, pq = _pyarrow()
+        for path in paths:
+            with _reading(path):
+                part = pq.ParquetFile(path, page_checksum_verification=True)
+                for group in range(part.metadata.num_row_groups):  # (iter_batches holds on to what it read)
+                    yield _unit(_vectors(part.read_row_group(group, columns=["vector"])))
+
+    def _new_part(self, entry: dict, model: str, weights: str | None) -> _Part:
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{len(entry['parts'])}"
+        return _Part(name, self._part(model, "clips", name), self._part(model, "videos", name), model, weights,
+                     entry["dim"])
+
+    def _finish_part(self, manifest: dict, entry: dict, part: _Part) -> None:
+        """Make the part's files final, then write the manifest naming them (so a crash in between leaves files
+        no manifest names, never a manifest naming a missing file)."""
         from .writers import atomic_path
 
-        pa, pq = _pyarrow()
-        dim, model = entry["dim"], batch.model
-        part = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{len(entry['parts'])}"
-        clip_table = pa.table({**batch.columns, "vector": pa.FixedSizeListArray.from_arrays(
-            pa.array(np.concatenate(batch.vectors).reshape(-1)), dim)})
-        video_table = pa.table({
-            "video": [v[0] for v in batch.videos], "source": [v[1] for v in batch.videos],
-            "model": [model] * len(batch.videos), "clips": [v[2] for v in batch.videos],
-            "provenance": [v[3] for v in batch.videos],
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(batch.video_vectors)), dim)})
-        for kind, table in (("clips", clip_table), ("videos", video_table)):
-            with atomic_path(self.path / _folder(model) / f"{kind}-{part}.parquet") as tmp:
-                pq.write_table(table, tmp, write_page_checksum=True)
-        entry["parts"].append(part)
-        manifest["models"][model] = entry
+        part.finish()
+        entry["parts"].append(part.name)
+        manifest["models"][part.model] = entry
         with atomic_path(self.path / MANIFEST) as tmp:
             tmp.write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
 
@@ -219,20 +269,18 @@ class Store:
         return set(self._read(model, "videos", ["video"]).column("video").to_pylist())
 
     # -- reading -------------------------------------------------------------------------------------------------
-    def _read(self, model: str, kind: str, columns: list[str] | None = None):
-        pa, pq = _pyarrow()
+    def _read(self, model: str, kind: str, columns: list[str] | None = None, filters=None):
+        pa, _ = _pyarrow()
         entry = self.manifest()["models"].get(model)
         if entry is None:
             raise StoreError(f"the store has no {model} vectors (it has {', '.join(self.models()) or 'none'})")
-        tables = []
-        for part in entry["parts"]:
-            path = self.path / _folder(model) / f"{kind}-{part}.parquet"
-            try:
-                tables.append(pq.read_table(path, columns=columns, page_checksum_verification=True))
-            except (OSError, pa.ArrowException) as error:
-                raise StoreError(f"{path} is damaged or missing ({error}); index its folders again into a new "
-                                 "store") from None
-        return pa.concat_tables(tables)
+        return pa.concat_tables([self._read_part(self._part(model, kind, part), columns, filters)
+                                 for part in entry["parts"]])
+
+    def _read_part(self, path: Path, columns: list[str] | None = None, filters=None):
+        _, pq = _pyarrow()
+        with _reading(path):
+            return pq.read_table(path, columns=columns, filters=filters, page_checksum_verification=True)
 
     def to_arrow(self, model: str | None = None, kind: str = "clips"):
         """The clips (or ``kind="videos"``) of ``model`` (the only one when not named) as a pyarrow Table."""
@@ -257,11 +305,16 @@ class Store:
         if ann and tuple(ann["parts"]) == parts:
             import faiss
 
+            from .checkpoints import sha256_file
+
             path = self.path / _folder(model) / "ivf.faiss"
             try:
+                if sha256_file(path) != ann.get("sha256"):
+                    raise RuntimeError("its sha256 is not the one the manifest records")
                 index = faiss.read_index(str(path))
-            except RuntimeError as error:
-                raise StoreError(f"{path} is damaged or missing ({str(error).splitlines()[0]})") from None
+            except (OSError, RuntimeError) as error:
+                raise StoreError(f"{path} is damaged or missing ({str(error).splitlines()[0]}); run vidvec index "
+                                 "again to rebuild it") from None
             index.nprobe = ANN_NPROBE
             loaded = (self._read(model, "clips", ["video", "source", "clip", "start", "end"]), index, None)
         else:
@@ -281,6 +334,23 @@ class Store:
         inside = (starts <= at) & (at < ends)
         index = int(np.argmax(inside)) if inside.any() else int(np.argmin(np.abs((starts + ends) / 2 - at)))
         return _vectors(table)[np.flatnonzero(mask)[index]]
+
+    def clips_of(self, videos: list[str], model: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Every stored clip of each of ``videos``: video -> (spans (clips, 2) in seconds, vectors), in clip order."""
+        table = self._read(self.model_name(model), "clips", ["video", "clip", "start", "end", "vector"],
+                           filters=[("video", "in", list(videos))])
+        table = table.sort_by([("video", "ascending"), ("clip", "ascending")])
+        keys = np.asarray(table.column("video").to_pylist(), dtype=object)
+        spans = np.stack([table.column("start").to_numpy(), table.column("end").to_numpy()], 1)
+        vectors = _vectors(table)
+        return {video: (spans[keys == video], vectors[keys == video]) for video in videos}
+
+    def timelines(self, vector: np.ndarray, videos: list[str], model: str | None = None
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per video of ``videos``: its clips' spans and their cosine similarity to ``vector``, in clip order."""
+        query = _unit(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+        return {video: (spans, _unit(vectors) @ query) for video, (spans, vectors) in
+                self.clips_of(videos, model).items()}
 
     def search(self, vector: np.ndarray, k: int = 10, model: str | None = None) -> tuple[list[Hit], list[VideoHit]]:
         """The ``k`` clips most similar to ``vector`` (cosine), and the ``k`` best videos (each by its best clip)."""
@@ -323,32 +393,88 @@ class Store:
                 [VideoHit(h.video, h.source, h.score, h) for h in best.values()])
 
 
-class _Batch:
-    """The rows of one part, gathered video by video."""
+class _Part:
+    """One part being written: its clips and videos tables, each to a temporary file a row group at a time (every
+    ROW_GROUP_CLIPS clips), made final by :meth:`finish` or removed by :meth:`abort`."""
 
-    def __init__(self, model: str, weights: str | None) -> None:
-        self.model, self.weights = model, weights
-        self.columns: dict[str, list] = {name: [] for name in ("video", "source", "model", "weights_sha256", "clip",
-                                                                "start", "end")}
-        self.vectors: list[np.ndarray] = []
-        self.videos: list[tuple[str, str, int, str]] = []
-        self.video_vectors: list[np.ndarray] = []
-        self.clips = 0
+    _STRINGS = ["video", "source", "model", "weights_sha256"]  # dictionary-encoded; the vectors are stored plain
+
+    def __init__(self, name: str, clips_path: Path, videos_path: Path, model: str, weights: str | None,
+                 dim: int) -> None:
+        from .writers import atomic_path
+
+        pa, pq = _pyarrow()
+        self.name, self.model, self.weights, self.dim, self.clips = name, model, weights, dim, 0
+        vector = pa.list_(pa.float32(), dim)
+        self._schemas = {
+            "clips": pa.schema([("video", pa.string()), ("source", pa.string()), ("model", pa.string()),
+                                ("weights_sha256", pa.string()), ("clip", pa.int64()), ("start", pa.float64()),
+                                ("end", pa.float64()), ("vector", vector)]),
+            "videos": pa.schema([("video", pa.string()), ("source", pa.string()), ("model", pa.string()),
+                                 ("clips", pa.int64()), ("provenance", pa.string()), ("vector", vector)])}
+        self._files = contextlib.ExitStack()
+        self._writers = {}
+        for kind, path in (("clips", clips_path), ("videos", videos_path)):
+            tmp = self._files.enter_context(atomic_path(path))
+            self._writers[kind] = pq.ParquetWriter(tmp, self._schemas[kind], write_page_checksum=True,
+                                                   use_dictionary=self._STRINGS, compression={"vector": "none"})
+        self._rows: dict[str, list] = {"clips": [], "videos": []}
+        self._buffered = 0
 
     def add(self, key: str, source: str, features: np.ndarray, arrays: dict, provenance: dict) -> None:
         spans = np.asarray(arrays["timestamps"], dtype=np.float64).reshape(-1, 2)
         n = len(features)
-        self.columns["video"] += [key] * n
-        self.columns["source"] += [source] * n
-        self.columns["model"] += [self.model] * n
-        self.columns["weights_sha256"] += [self.weights] * n
-        self.columns["clip"] += list(range(n))
-        self.columns["start"] += spans[:, 0].tolist()
-        self.columns["end"] += spans[:, 1].tolist()
-        self.vectors.append(features)
-        self.videos.append((key, source, n, json.dumps(provenance, default=str)))
-        self.video_vectors.append(np.asarray(arrays["video_vector"], dtype=np.float32).reshape(-1))
+        self._rows["clips"].append({"video": [key] * n, "source": [source] * n, "model": [self.model] * n,
+                                    "weights_sha256": [self.weights] * n, "clip": np.arange(n),
+                                    "start": spans[:, 0], "end": spans[:, 1], "vector": features})
+        self._rows["videos"].append({"video": [key], "source": [source], "model": [self.model], "clips": [n],
+                                     "provenance": [json.dumps(provenance, default=str)],
+                                     "vector": np.asarray(arrays["video_vector"], dtype=np.float32).reshape(1, -1)})
         self.clips += n
+        self._buffered += n
+        if self._buffered >= ROW_GROUP_CLIPS:
+            self._flush()
+
+    def _flush(self) -> None:
+        pa, _ = _pyarrow()
+        for kind, rows in self._rows.items():
+            if not rows:
+                continue
+            columns = {}
+            for field in self._schemas[kind]:
+                if field.name == "vector":
+                    values = np.concatenate([r["vector"] for r in rows]).reshape(-1)
+                    columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(values), self.dim)
+                else:
+                    columns[field.name] = pa.array(np.concatenate([np.asarray(r[field.name]) for r in rows])
+                                                   if field.name in ("clip", "start", "end") else
+                                                   [v for r in rows for v in r[field.name]], field.type)
+            self._writers[kind].write_table(pa.table(columns, schema=self._schemas[kind]))
+            rows.clear()
+        self._buffered = 0
+
+    def finish(self) -> None:
+        self._flush()
+        for writer in self._writers.values():
+            writer.close()
+        self._files.close()  # both files fsynced and renamed into place
+
+    def abort(self) -> None:
+        for writer in self._writers.values():
+            with contextlib.suppress(Exception):
+                writer.close()
+        self._files.__exit__(StoreError, StoreError("part abandoned"), None)  # both temporary files removed
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Reading a part: a file that cannot be read (missing, damaged: a page checksum fails) is a StoreError."""
+    pa, _ = _pyarrow()
+    try:
+        yield
+    except (OSError, pa.ArrowException) as error:
+        raise StoreError(f"{path} is damaged or missing ({error}); index its folders again into a new store") \
+            from None
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -356,8 +482,10 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 
 def _vectors(table) -> np.ndarray:
-    column = table.column("vector").combine_chunks()
-    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
+    """The ``vector`` column of a Table or RecordBatch as a (rows, dim) float32 array."""
+    column = table.column("vector")
+    column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
 
 
 def _folder(model: str) -> str:
