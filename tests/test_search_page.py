@@ -110,3 +110,21 @@ def test_extract_index_is_refused_before_any_work(store, tmp_path):
                                  "--index", str(store / "store")])
     assert result.exit_code == 0 and "0 video(s) of efficientnet_lite0 added, 3 already" in result.output
     assert np.isfinite(vidvec.Store(store / "store").to_arrow().column("start").to_numpy()).all()
+
+
+def test_extract_index_adds_videos_as_the_run_goes(store, tmp_path, monkeypatch):
+    import vidvec.cli
+    import vidvec.store
+
+    monkeypatch.setattr(vidvec.cli, "INDEX_EVERY_S", 0.0)  # after every video
+    monkeypatch.setattr(vidvec.store, "ANN_CLIPS", 1)  # an approximate index: built once, at the end
+    built = []
+    build = vidvec.store.Store._build_ann
+    monkeypatch.setattr(vidvec.store.Store, "_build_ann", lambda self, *a: built.append(1) or build(self, *a))
+    result = CliRunner().invoke(app, ["extract", str(store / "videos"), "-o", str(tmp_path / "feats"), "--fps", "1",
+                                      "--num-workers", "0", "--index", str(tmp_path / "store")])
+    assert result.exit_code == 0, result.output
+    added = [int(line.split(": ")[1].split()[0]) for line in result.output.splitlines() if "video(s) of" in line]
+    assert added == [1, 1, 1, 0], result.output  # one by one as they were done, then nothing left at the end
+    entry = vidvec.Store(tmp_path / "store").manifest()["models"]["efficientnet_lite0"]
+    assert len(entry["parts"]) == 3 and entry["ann"]["parts"] == entry["parts"] and built == [1]

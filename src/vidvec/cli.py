@@ -26,6 +26,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Turn videos into latent vectors with pretrained video, image and audio models.")
 err = Console(stderr=True)
 out = Console()
+INDEX_EVERY_S = 300.0  # extract --index: how often the videos done so far are added to the store during a run
 
 
 def _fail(message: str) -> None:
@@ -134,8 +135,8 @@ def extract(
     no_wait: bool = typer.Option(False, "--no-wait", help="slurm: return after submitting; `vidvec status OUT` "
                                  "follows the run."),
     index_into: Optional[Path] = typer.Option(None, "--index", help="Also add the done videos to this vector "
-                                              "store when the run ends (as `vidvec index OUT --into STORE`; "
-                                              "checked before the run starts)."),
+                                              "store, every 5 minutes and when the run ends (as `vidvec index OUT "
+                                              "--into STORE`; checked before the run starts)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print failures and the summary only."),
 ) -> None:
     """Extract features from videos into OUT, resuming where a previous run stopped."""
@@ -195,7 +196,7 @@ def extract(
                       f"{describe_sampling(target.spec.input, target.spec.preprocess, target.sampling)}"
                       + (f" -> {target.sink.out}" if several else ""), highlight=False, soft_wrap=True)
     counts = {"done": 0, "failed": 0, "skipped": 0, "partial": 0}
-    began = time.perf_counter()
+    began, indexed = time.perf_counter(), time.monotonic()
     interactive = err.is_terminal and not quiet
     progress = _progress() if interactive else None
     task = progress.add_task("extract", total=total, rate="") if progress else None
@@ -223,6 +224,10 @@ def extract(
                 if progress:
                     rate = clip_counter.clips / max(time.perf_counter() - began, 1e-9)
                     progress.update(task, advance=1, rate=f"{rate:.1f} clips/s")
+                if index_into is not None and time.monotonic() - indexed >= INDEX_EVERY_S:
+                    _index_folders(index_into, folders, approximate=False, console=progress.console if progress
+                                   else err, quiet=quiet)  # the videos done so far become searchable
+                    indexed = time.monotonic()
     except _Interrupted as stop:
         if progress:
             progress.stop()
@@ -677,24 +682,27 @@ def index(out: List[Path] = typer.Argument(..., help="Finished output folders of
         raise typer.Exit(1)
 
 
-def _index_folders(into: Path, folders: List[Path]) -> int:
-    """Index each output folder into the store ``into``, a line per folder and per video that could not be read;
-    returns how many could not. A refusal (other settings, a store in use) ends the command (exit 2)."""
+def _index_folders(into: Path, folders: List[Path], approximate: bool = True, console: Console = err,
+                   quiet: bool = False) -> int:
+    """Index each output folder into the store ``into``, a line per folder (unless ``quiet``) and per video that
+    could not be read; returns how many could not. A refusal (other settings, a store in use) ends the command
+    (exit 2). ``approximate``: see :meth:`vidvec.Store.index`."""
     from .store import Store, StoreError
 
     store = Store(into)
     failed = 0
     for folder in folders:
         try:
-            added = store.index(folder)
+            added = store.index(folder, approximate)
         except StoreError as error:
             _fail(str(error))
         for key, reason in added["failed"]:
-            err.print(f"FAILED {_shown(key)}: {_shown(reason)}", style="red", highlight=False, soft_wrap=True,
-                      markup=False)
+            console.print(f"FAILED {_shown(key)}: {_shown(reason)}", style="red", highlight=False, soft_wrap=True,
+                          markup=False)
         failed += len(added["failed"])
-        err.print(f"{folder}: {added['added']} video(s) of {added['model']} added, {added['already']} already in "
-                  f"{into}", highlight=False, soft_wrap=True)
+        if not quiet:
+            console.print(f"{folder}: {added['added']} video(s) of {added['model']} added, {added['already']} "
+                          f"already in {into}", highlight=False, soft_wrap=True)
     return failed
 
 

@@ -127,9 +127,11 @@ class Store:
                              f"{out} has {digest}): one store holds one way of extracting per model")
         return entry
 
-    def index(self, out: str | os.PathLike) -> dict:
+    def index(self, out: str | os.PathLike, approximate: bool = True) -> dict:
         """Add the done videos of output folder ``out`` (vidvec's own layout) that the store does not hold yet;
-        returns ``{"model", "added", "already", "failed": [(key, reason)]}``."""
+        returns ``{"model", "added", "already", "failed": [(key, reason)]}``. ``approximate`` False leaves the
+        approximate index as it is (search is exact while it does not cover every part; a run indexing as it goes
+        builds it once, at its end)."""
         from .finished import done_files, read_done
 
         out = Path(out)
@@ -175,7 +177,7 @@ class Store:
             finally:
                 if part is not None:  # an error: its files are removed, the manifest never named them
                     part.abort()
-            if entry["parts"] and (added or not self._ann_fresh(model, entry)):
+            if approximate and entry["parts"] and (added or not self._ann_fresh(model, entry)):
                 self._build_ann(manifest, entry, model)
         return {"model": model, "added": added, "already": already, "failed": failed}
 
