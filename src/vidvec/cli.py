@@ -122,16 +122,26 @@ def extract(
                                              "it, the first difference named)."),
     task: Optional[int] = typer.Option(None, "--task", help="With --plan: run this task's share only (0 .. tasks - "
                                        "1; default $SLURM_ARRAY_TASK_ID when set, else every task)."),
-    executor: str = typer.Option("local", help="local (this machine) or slurm: the run planned over --tasks array "
+    executor: str = typer.Option("local", help="local (this machine); slurm: the run planned over --tasks array "
                                  "tasks and submitted with submitit; this command then waits, submitting again a "
-                                 "task that stopped unfinished (up to --max-retries), unless --no-wait."),
+                                 "task that stopped unfinished (up to --max-retries), unless --no-wait; ray: decode "
+                                 "tasks and model replicas on a Ray cluster (--ray-address), this command recording "
+                                 "every result."),
+    ray_address: str = typer.Option("auto", help="ray: the cluster's head (host:port, ray://host:port) or auto (the "
+                                    "cluster this machine belongs to)."),
+    model_replicas: Optional[int] = typer.Option(None, help="ray: model replicas (actors), each with one GPU with "
+                                                 "--device cuda (default: one per GPU of the cluster), else CPUs "
+                                                 "(default 1)."),
+    decode_cpus: Optional[int] = typer.Option(None, help="ray: decode tasks at once across the cluster, one CPU and "
+                                              "one video each (default: the CPUs the replicas leave)."),
     tasks: Optional[int] = typer.Option(None, "--tasks", help="slurm: array tasks (default: the plan's, else 1)."),
     partition: Optional[str] = typer.Option(None, help="slurm: the partition."),
     gpus_per_task: int = typer.Option(0, help="slurm: GPUs per task."),
     cpus_per_task: Optional[int] = typer.Option(None, help="slurm: CPUs per task."),
     mem_gb: Optional[float] = typer.Option(None, help="slurm: memory per task in GB."),
     time_min: int = typer.Option(24 * 60, help="slurm: time limit per task in minutes."),
-    max_retries: int = typer.Option(2, help="slurm: how often a task that stopped unfinished is submitted again."),
+    max_retries: int = typer.Option(2, help="slurm: how often a task that stopped unfinished is submitted again; "
+                                    "ray: how often a video whose worker died is given out again."),
     no_wait: bool = typer.Option(False, "--no-wait", help="slurm: return after submitting; `vidvec status OUT` "
                                  "follows the run."),
     index_into: Optional[Path] = typer.Option(None, "--index", help="Also add the done videos to this vector "
@@ -142,6 +152,7 @@ def extract(
     """Extract features from videos into OUT, resuming where a previous run stopped."""
     from .extraction import ExtractError, Extraction, execution_options, specify
     from .ledger import LedgerError, SettingsMismatch
+    from .ray_executor import RayExecutorError, RayOptions
     from .runplan import PlanError, RunPlan
     from .sources import SourceError
     from .weights import WeightsError
@@ -151,6 +162,8 @@ def extract(
         _fail("give videos or folders, --list FILE or --manifest CSV")
     if task is not None and plan_file is None:
         _fail("--task needs --plan FILE")
+    if executor == "ray" and plan_file is not None:
+        _fail("--executor ray schedules the videos itself: give the inputs, not --plan")
     clip_counter = _ClipCounter()
     try:
         if plan_file is not None:
@@ -163,6 +176,10 @@ def extract(
                 task = int(os.environ["SLURM_ARRAY_TASK_ID"])
             sources = plan.sources if task is None else plan.share(task)
             execution = execution_options(device, devices, batch_size, num_workers)
+        elif executor == "ray":  # the device is the cluster's, not this machine's
+            spec, sources, execution = specify(**{**_spec_arguments(locals()), "device": "cpu", "devices": None})
+            execution = _on_ray(execution, device, devices, save_flow,
+                                RayOptions(ray_address, model_replicas, decode_cpus, max_retries))
         else:
             spec, sources, execution = specify(**_spec_arguments(locals()))
         out = Path(spec.output.out) if spec.output.out else out
@@ -182,8 +199,8 @@ def extract(
         if given_up:
             raise typer.Exit(1)
         return
-    if executor != "local":
-        _fail(f"--executor must be local or slurm, not {executor!r}")
+    if executor not in ("local", "ray"):
+        _fail(f"--executor must be local, slurm or ray, not {executor!r}")
     if tasks is not None:
         _fail("--tasks is for --executor slurm (or `vidvec plan`)")
     several = len(run.targets) > 1
@@ -234,7 +251,7 @@ def extract(
         err.print(f"interrupted ({stop.name}): finished videos are saved; run the same command again to resume",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(128 + stop.signum)
-    except ExtractError as error:  # the ledger cannot be written any more (e.g. a full disk)
+    except (ExtractError, RayExecutorError) as error:  # the ledger cannot be written (a full disk), no cluster
         if progress:
             progress.stop()
         _fail(str(error))
@@ -251,6 +268,22 @@ def extract(
     if counts["failed"]:
         err.print(f"see failures with: vidvec status {out}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _on_ray(execution, device: str, devices: Optional[str], save_flow: bool, options):
+    """``extract --executor ray``: the execution options for the cluster, checked (the device is the replicas')."""
+    import dataclasses
+
+    if device not in ("cpu", "cuda"):
+        _fail(f"--executor ray: --device is cpu or cuda (each replica has its own GPU), not {device!r}")
+    if devices is not None:
+        _fail("--executor ray places replicas itself: give --model-replicas, not --devices")
+    if save_flow:
+        _fail("--save-flow writes beside the outputs as clips are computed: run it with --executor local")
+    for name, value in (("--model-replicas", options.replicas), ("--decode-cpus", options.decode_cpus)):
+        if value is not None and value < 1:
+            _fail(f"{name} must be at least 1, not {value}")
+    return dataclasses.replace(execution, device=device, ray=options)
 
 
 def _check_store(into: Path, spec, no_wait: bool) -> None:

@@ -24,13 +24,14 @@ import torch
 from .checkpoints import WeightsError
 from .clips import Slot
 from .ledger import CLAIM_LEASE_S, Claimer, Fingerprint, Ledger, LedgerError, file_fingerprint, run_owner
-from .local import DecodeOptions, local_events
+from .local import DecodeOptions, Job, local_events
 from .registry import ModelCard
 from .runner import DTYPES, ModelOptions, ModelRunner, VideoResult, default_batch_size
 from .sampling import SamplingSpec
 from .sinks import (LAYOUTS, Ego4DSink, FileSink, HeroSink, LvsTimelineSink, OutputError, PySlowFastSink, Sink,
                     VideoFeaturesSink, span_seconds, video_features_streams)
 from .presets import Preset, laid_over, preset_names
+from .ray_executor import RayOptions, run_on_ray
 from .replicas import run_replicated
 from .presets import resolve as resolve_preset
 from .sources import VideoSource, collect_sources
@@ -133,6 +134,7 @@ class ExecutionOptions:
     batch_size: int | None = None
     num_workers: int | None = None  # None: default_workers(device)
     devices: tuple[str, ...] = ()  # one replica of the models per device (``device`` is the first)
+    ray: RayOptions | None = None  # run on a Ray cluster (decode tasks, model replicas as actors) instead
 
     @property
     def replicas(self) -> tuple[str, ...]:
@@ -275,18 +277,30 @@ class Extraction:
                 jobs.append((index, source, tuple(slots)))
         if not jobs:
             return
-        self._load_models()
-        runners = [ModelRunner(models, options, self.on_clips, self._save_extra if options.extras else None)
-                   for models, options in self._replicas()]
         owner = run_owner()
         claimer = Claimer([t.sink.out if t.ledger else None for t in self.targets],
                           [t.settings_hash for t in self.targets], owner, self.retry_failed)
         with _ClaimsKept([t.ledger for t in self.targets if t.ledger is not None], owner), \
                 contextlib.closing(claimer):
-            events = local_events(jobs, [t.slot for t in self.targets], self.decode_options, claimer)
-            results = runners[0].run(events) if len(runners) == 1 else run_replicated(events, runners)
-            for result in results:
+            for result in self._results(jobs, claimer):
                 yield self._record(result, self.targets[result.slot])
+
+    def _results(self, jobs: list[Job], claimer: Claimer) -> Iterator[VideoResult]:
+        """Each video's result per model, computed here (decode workers feeding the models, one replica per
+        device) or on a Ray cluster; each video claimed before its work starts."""
+        slots = [t.slot for t in self.targets]
+        if self.execution.ray is not None:
+            for result in run_on_ray([t.spec for t in self.targets], self.spec.dtype, jobs, slots,
+                                     self.model_options, self.decode_options, self.execution.ray, claimer):
+                if self.on_clips and result.ok:
+                    self.on_clips(result.clips)
+                yield result
+            return
+        self._load_models()
+        runners = [ModelRunner(models, options, self.on_clips, self._save_extra if options.extras else None)
+                   for models, options in self._replicas()]
+        events = local_events(jobs, slots, self.decode_options, claimer)
+        yield from runners[0].run(events) if len(runners) == 1 else run_replicated(events, runners)
 
     def _replicas(self) -> list[tuple[list[LoadedModel], ModelOptions]]:
         """The models and options of each replica: the loaded models on the first device, copies of them (the same

@@ -3,7 +3,7 @@
 Each worker takes every n-th video of the run and sends its events (:func:`vidvec.clips.video_events`), clips
 stacked in groups; the model process consumes them as one stream (:meth:`vidvec.runner.ModelRunner.run`). This
 is the only module that knows about DataLoader: another executor (a cluster task, Ray) produces the same events
-its own way.
+its own way, one video at a time with :func:`job_events`.
 """
 
 from __future__ import annotations
@@ -49,14 +49,22 @@ class VideoEvents(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[Event]:
         worker = torch.utils.data.get_worker_info()
         mine = self.jobs if worker is None else self.jobs[worker.id::worker.num_workers]
-        for index, source, wanted in mine:
-            refused = self.claim(source.key, source.path, wanted) if self.claim is not None else {}
-            for slot, reason in refused.items():
-                yield VideoTaken(index, source, slot, reason)
-            wanted = [slot for slot in wanted if slot not in refused]
-            if wanted:
-                events = video_events(index, source, self.slots, self.threads, wanted, self.partial)
-                yield from grouped(events, self.group) if self.group > 1 else events
+        for job in mine:
+            yield from job_events(job, self.slots, self.threads, self.group, self.partial, self.claim)
+
+
+def job_events(job: Job, slots: Sequence[Slot], threads: int = 0, group: int = 1, partial: bool = False,
+               claim: Claim | None = None) -> Iterator[Event]:
+    """One video's events, as a decode worker sends them: claimed first when ``claim`` is given (the slots another
+    run has are answered with VideoTaken), clips stacked in groups of up to ``group``."""
+    index, source, wanted = job
+    refused = claim(source.key, source.path, wanted) if claim is not None else {}
+    for slot, reason in refused.items():
+        yield VideoTaken(index, source, slot, reason)
+    wanted = [slot for slot in wanted if slot not in refused]
+    if wanted:
+        events = video_events(index, source, slots, threads, wanted, partial)
+        yield from grouped(events, group) if group > 1 else events
 
 
 def local_events(jobs: Sequence[Job], slots: Sequence[Slot], options: DecodeOptions,
