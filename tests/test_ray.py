@@ -29,13 +29,13 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 VIDEOS = ("v_SoccerJuggling_g23_c01.avi", "R6llTwEh07w.mp4", "TrumanShow_wave_f_nm_np1_fr_med_26.avi")
 
 
-def on_ray_cluster(cwd: Path, body: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    """Run the bash ``body`` in a new network namespace holding a Ray head and a worker node at 127.0.0.1:6379
-    (scripts/ray-local.sh)."""
+def on_ray_cluster(cwd: Path, body: str, timeout: float = 400, workers: int = 1) -> subprocess.CompletedProcess:
+    """Run the bash ``body`` in a new network namespace holding a Ray head and ``workers`` worker nodes at
+    127.0.0.1:6379, one CPU each (scripts/ray-local.sh)."""
     root = tempfile.mkdtemp(prefix="vv-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     return subprocess.run(["unshare", "-n", "bash", str(SCRIPTS / "ray-local.sh"), root, "bash", "-c",
                            textwrap.dedent(body)], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})
+                          env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_WORKERS": str(workers)})
 
 
 @pytest.fixture(scope="module")
@@ -79,20 +79,51 @@ def test_a_ray_run_equals_a_local_one_and_a_bad_video_fails_alone(videos, local,
     _same_as_local(tmp_path / "out", local)
 
 
-def test_a_killed_model_replica_costs_its_videos_a_second_try_only(videos, local, tmp_path):
-    done = on_ray_cluster(tmp_path, f"""
-        timeout 300 vidvec extract {videos} -o out --fps 2 --executor ray --ray-address 127.0.0.1:6379 \\
-          --decode-cpus 1 > run.log 2>&1 &
+def _killed_midway(videos: Path, kill: str, options: str = "") -> str:
+    """Bash: a Ray run of ``videos`` into out/ (its output in run.log), ``kill`` run once its first video is done,
+    then the run's exit status printed."""
+    return f"""
+        timeout 300 vidvec extract {videos} -o out --fps 2 --executor ray --ray-address 127.0.0.1:6379 {options} \\
+          > run.log 2>&1 &
         run=$!
-        for i in $(seq 600); do grep -q "\\[1/4\\] done" run.log && break; sleep 0.1; done
-        pkill -9 -f "^ray::_Replica" && echo "killed the replica"
+        for i in $(seq 600); do grep -q "\\\\[1/4\\\\] done" run.log && break; sleep 0.1; done
+        {kill}
         wait $run
         echo "exit $?"
-        cat run.log
-        """)
-    assert "killed the replica" in done.stdout and "exit 1" in done.stdout, done.stdout + done.stderr
+        """
+
+
+# A worker node's raylet (the first worker's sockets are named raylet.1), by its command line.
+RAYLET_1 = "^/.*/raylet/raylet .*sockets/raylet[.]1 "
+
+
+def test_a_killed_model_replica_costs_its_videos_a_second_try_only(videos, local, tmp_path):
+    done = on_ray_cluster(tmp_path, _killed_midway(videos, 'pkill -9 -f "^ray::_Replica" && echo "killed"',
+                                                   "--decode-cpus 1") + "cat run.log")
+    assert "killed" in done.stdout and "exit 1" in done.stdout, done.stdout + done.stderr
     assert "done 3, failed 1" in done.stdout, done.stdout
     assert "its model replica died" in done.stdout and "given out again (try 2 of 3)" in done.stdout
+    _same_as_local(tmp_path / "out", local)
+
+
+def test_a_killed_worker_node_costs_its_videos_a_second_try_only(videos, local, tmp_path):
+    done = on_ray_cluster(tmp_path, _killed_midway(videos, f'pkill -9 -f "{RAYLET_1}" && echo "killed"')
+                          + "cat run.log", workers=2)
+    assert "killed" in done.stdout and "exit 1" in done.stdout, done.stdout + done.stderr
+    assert "done 3, failed 1" in done.stdout, done.stdout
+    _same_as_local(tmp_path / "out", local)
+
+
+def test_a_cluster_too_small_to_go_on_stops_with_one_line_and_the_next_run_resumes(videos, local, tmp_path):
+    done = on_ray_cluster(tmp_path, _killed_midway(videos, f'pkill -9 -f "{RAYLET_1}" && echo "killed"') + f"""
+        grep "^error:" run.log
+        timeout 60 ray start --address=127.0.0.1:6379 --node-ip-address=127.0.0.1 --num-cpus=1 > /dev/null 2>&1
+        timeout 300 vidvec extract {videos} -o out --fps 2 --executor ray --ray-address 127.0.0.1:6379 -q
+        echo "exit $?"
+        """)
+    assert "killed" in done.stdout and "exit 2" in done.stdout, done.stdout + done.stderr
+    assert "CPU(s) and 0 GPU(s) left: too few for a model replica" in done.stdout
+    assert "exit 1" in done.stdout.split("exit 2")[1] and "already done" in done.stderr, done.stdout + done.stderr
     _same_as_local(tmp_path / "out", local)
 
 

@@ -26,6 +26,7 @@ from .runner import ModelOptions, ModelRunner, VideoResult
 from .spec import ModelSpec
 
 BACKPRESSURE = 4  # blocks a decode task may have ready and unread before it waits
+CAPACITY_CHECK_S = 10.0  # with no result for this long, the driver checks the cluster can still run the work
 log = logging.getLogger(__name__)
 
 
@@ -83,7 +84,8 @@ def run_on_ray(models: Sequence[ModelSpec], dtype: str, jobs: Sequence[Job], slo
     gpu = model_options.device.startswith("cuda")
     replicas = options.replicas or (max(1, int(resources.get("GPU", 0))) if gpu else 1)
     cpus = int(resources.get("CPU", 1))
-    model_cpus = 1 if gpu else max(1, (cpus - (options.decode_cpus or max(1, cpus // 4))) // replicas)
+    largest = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]), default=1)
+    model_cpus = 1 if gpu else max(1, min(largest, (cpus - (options.decode_cpus or max(1, cpus // 4))) // replicas))
     decode_cpus = options.decode_cpus or max(1, cpus - replicas * model_cpus)
     per_bundle = max(1, -(-decode_cpus // replicas))
     decode = replace(decode, num_workers=0, decoder_threads=1)
@@ -93,6 +95,15 @@ def run_on_ray(models: Sequence[ModelSpec], dtype: str, jobs: Sequence[Job], slo
 
     def new_replica():
         return replica_class.remote(tuple(models), dtype, model_options, tuple(slots), decode)
+
+    def check_capacity() -> None:
+        """The cluster left (nodes die) must hold a replica and a decode task, else nothing would ever run."""
+        left = ray.cluster_resources()
+        if left.get("CPU", 0) < (1 if gpu else model_cpus) + 1 or (gpu and left.get("GPU", 0) < 1):
+            raise RayExecutorError(
+                f"the Ray cluster has {left.get('CPU', 0):g} CPU(s) and {left.get('GPU', 0):g} GPU(s) left: too few "
+                f"for a model replica ({model_cpus} CPU{', 1 GPU' if gpu else ''}) and a decode task (1 CPU); the "
+                "videos done are recorded: run the same command again when the cluster is back")
 
     idle = [new_replica() for _ in range(replicas)]
     pending: deque[Job] = deque()
@@ -126,7 +137,9 @@ def run_on_ray(models: Sequence[ModelSpec], dtype: str, jobs: Sequence[Job], slo
                 replica = idle.pop()
                 stream = replica.run.options(num_returns="streaming").remote(bundle)
                 running[stream] = (replica, {job[0]: (job, list(job[2])) for job in bundle})
-            ready, _ = ray.wait(list(running), num_returns=1)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=CAPACITY_CHECK_S)
+            if not ready:
+                check_capacity()
             for stream in ready:
                 replica, left = running[stream]
                 try:
@@ -140,6 +153,7 @@ def run_on_ray(models: Sequence[ModelSpec], dtype: str, jobs: Sequence[Job], slo
                 except ray.exceptions.RayError as error:
                     del running[stream]
                     ray.kill(replica)
+                    check_capacity()
                     idle.append(new_replica())
                     reason = f"its model replica died: {str(error).splitlines()[0]}"
                     for job, slots_left in left.values():
