@@ -457,7 +457,7 @@ def test_native_fps_on_a_variable_frame_rate_video_takes_every_frame_once(tmp_pa
 def test_sigterm_and_sighup_say_how_to_resume(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
-    for i in range(40):
+    for i in range(80):  # far more than either run finishes before its signal, even on a loaded machine
         media.make_video(videos / f"{i:02d}.mp4", frames=20, fps=10)
     out = tmp_path / "feats"
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -475,5 +475,5 @@ def test_sigterm_and_sighup_say_how_to_resume(tmp_path):
         assert "Traceback" not in stderr
     with Ledger(out, readonly=True) as ledger:
         summary = ledger.summary()
-    assert summary["failed"] == 0 and 0 < summary["done"] < 40
+    assert summary["failed"] == 0 and 0 < summary["done"] < 80
     assert summary["done"] == len(list(out.glob("*.npz")))  # every recorded video has its file, no extra
