@@ -827,6 +827,51 @@ def _extract_query(video: Path, settings: dict, weights: Optional[str]):
     return outcome.video_vector
 
 
+@app.command()
+def serve(model: List[str] = typer.Option(..., "--model", "-m", help="A model to serve (repeat for several)."),
+          weights: Optional[List[str]] = typer.Option(None, help="Its weights (entry, file or random), once per "
+                                                      "--model when given."),
+          tokens: Path = typer.Option(..., "--tokens", help="A file of bearer tokens, one per line."),
+          data: Path = typer.Option(Path("vidvec-service"), "--data", help="Where jobs, uploads and results "
+                                    "live (the job table: DATA/jobs.sqlite)."),
+          store: Optional[Path] = typer.Option(None, "--store", help="A store made by `vidvec index`, for "
+                                               "/v1/search."),
+          root: Optional[List[Path]] = typer.Option(None, "--root", help="A folder whose videos clients may name "
+                                                    "by path (repeat for several)."),
+          host: str = typer.Option("127.0.0.1", help="The address to listen on."),
+          port: int = typer.Option(8000, help="The port."),
+          max_upload_mb: float = typer.Option(2048, help="Uploads over this are refused (413)."),
+          max_minutes: float = typer.Option(60, help="Videos longer than this (their header) fail before any "
+                                            "decoding."),
+          max_jobs_per_token: int = typer.Option(16, help="Queued or running jobs a token may have (429 beyond)."),
+          fps: Optional[float] = typer.Option(None, help="Sample frames at this rate (default: each model's)."),
+          device: str = typer.Option("cpu", help="cpu, cuda or cuda:N.")) -> None:
+    """Serve the models over HTTP: jobs per video (upload or path) kept in SQLite, results as npz or JSON, search
+    in a store; bearer tokens on every endpoint but /healthz."""
+    try:
+        import uvicorn
+
+        from .service import ServiceConfig, create_app, read_tokens
+    except ImportError:
+        _fail("vidvec serve needs its extra: pip install 'vidvec[serve]'")
+    from .extraction import SamplingOverrides
+    if weights and len(weights) != len(model):
+        _fail(f"{len(weights)} --weights for {len(model)} models: give one per model")
+    from .registry import get_card
+
+    try:
+        for name in model:
+            get_card(name)
+        config = ServiceConfig(tuple(model), data, read_tokens(tokens), tuple(weights or ()), store,
+                               tuple(root or ()), int(max_upload_mb * 2**20), max_minutes * 60, max_jobs_per_token,
+                               device, {"sampling": SamplingOverrides(fps=fps)} if fps else {})
+    except (OSError, ValueError) as error:
+        _fail(str(error))
+    err.print(f"vidvec serve: {', '.join(model)} on http://{host}:{port} (data in {data})", highlight=False,
+              soft_wrap=True)
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+
+
 @app.command("verify-weights")
 def verify_weights(
     model: str = typer.Argument(..., help="A registered model (see `vidvec models`)."),

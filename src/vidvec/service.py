@@ -1,0 +1,472 @@
+"""``vidvec serve``: the latent-vectors service over HTTP (FastAPI, run by uvicorn).
+
+A client sends a video (an upload, streamed to disk as it arrives, or a path under the server's roots) for one
+of the served models and gets a job; the job table (:mod:`vidvec.jobs`, SQLite) is committed before the answer,
+so an accepted job is never lost: a restarted server queues again what its predecessor left running. One worker
+thread runs the jobs through the same extraction a ``vidvec extract`` runs, each model loaded once per process;
+each job writes to ``DATA/results/<job>/``. A search asks the store (:class:`vidvec.Store`) by sentence, through
+the served model's text tower, or by a stored clip.
+
+Every endpoint but ``/healthz`` wants ``Authorization: Bearer <token>`` with a token of the tokens file (401,
+nothing more, otherwise). Errors are JSON ``{"error": "..."}`` with one line: no stack trace, no server path.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from .jobs import Job, JobTable
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What a server serves: its models (with their weights, None: the default entry), the data folder (jobs,
+    uploads, results), the bearer tokens, the store searched (None: no search), the folders server-side paths may
+    name, and the limits: upload bytes, video seconds (read from the header before any decoding), queued or
+    running jobs per token."""
+
+    models: tuple[str, ...]
+    data: Path
+    tokens: tuple[str, ...]
+    weights: tuple[str | None, ...] = ()
+    store: Path | None = None
+    roots: tuple[Path, ...] = ()
+    max_upload_bytes: int = 2 << 30
+    max_seconds: float = 3600.0
+    max_jobs_per_token: int = 16
+    device: str = "cpu"
+    extract_options: dict[str, Any] = field(default_factory=dict)  # e.g. sampling, for every job
+
+    def weights_of(self, model: str) -> str | None:
+        return dict(zip(self.models, self.weights)).get(model)
+
+
+class ServiceError(Exception):
+    """A request that cannot be served: its HTTP status and one line."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class JobView(BaseModel):
+    """A job as a client sees it."""
+
+    id: str
+    model: str
+    video: str = Field(description="The name the client gave the video (an upload's file name, or its path).")
+    status: str = Field(description="queued, running, done or failed")
+    reason: str | None = None
+    clips: int | None = None
+    created: float
+    updated: float
+
+class PathJob(BaseModel):
+    """A job for a video the server reads by path."""
+
+    path: str = Field(description="A video file under one of the server's roots.")
+    model: str
+
+class SearchQuery(BaseModel):
+    """A search: a sentence or a stored clip, and how many clips and videos."""
+
+    text: str | None = Field(None, description="A sentence, through the model's text tower.")
+    like_clip: str | None = Field(None, description="A stored clip, VIDEO@SECONDS.")
+    k: int = Field(10, ge=1, le=1000)
+    model: str | None = None
+
+
+class Worker:
+    """Runs queued jobs one at a time in a thread, with each model loaded once."""
+
+    def __init__(self, config: ServiceConfig, table: JobTable, on_finished) -> None:
+        self.config, self.table, self.on_finished = config, table, on_finished
+        self._loaded: dict[str, Any] = {}
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="vidvec-jobs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking jobs; wait for the running one (a job still running then is queued again at the next
+        start)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            job = self.table.take()
+            if job is None:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            self.on_finished(self._run(job))
+
+    def _run(self, job: Job) -> str:
+        """Run one job; its final state (done or failed, recorded in the table)."""
+        from .decode import DecodeError, header_duration
+        from .extraction import ExtractError, Extraction, specify
+
+        try:
+            seconds = header_duration(job.video)
+            if seconds > self.config.max_seconds:
+                raise ExtractError(f"the video lasts {seconds:.0f} s, more than this server takes "
+                                   f"({self.config.max_seconds:.0f} s)")
+            spec, sources, execution = specify([job.video], job.model, self.config.data / "results" / job.id,
+                                               weights=self.config.weights_of(job.model), num_workers=0,
+                                               device=self.config.device, **self.config.extract_options)
+            run = Extraction.from_spec(spec, sources, execution)
+            for target in run.targets:  # warm: each model is loaded once per process
+                target.model = self._loaded.get(target.name)
+            run._load_models()
+            for target in run.targets:
+                self._loaded[target.name] = target.model
+            outcome = next(iter(run))
+        except (DecodeError, ExtractError, OSError, ValueError) as error:
+            self.table.fail(job.id, _one_line(error, job))
+            return "failed"
+        if outcome.status != "done":
+            self.table.fail(job.id, _one_line(outcome.reason or "failed", job))
+            return "failed"
+        self.table.finish(job.id, str(outcome.output), int(outcome.result.clips if outcome.result else 0))
+        return "done"
+
+
+def _one_line(error: object, job: Job) -> str:
+    """A reason as the client may see it: the first line, with the server's path of the video as its name."""
+    return str(error).splitlines()[0].replace(job.video, job.name) if str(error) else "failed"
+
+
+def create_app(config: ServiceConfig):
+    """The FastAPI application for ``config`` (its worker starts and stops with the application)."""
+    from contextlib import asynccontextmanager
+
+    table = JobTable(config.data / "jobs.sqlite")
+    registry = CollectorRegistry()
+    submitted = Counter("vidvec_jobs_submitted", "Jobs accepted", registry=registry)
+    finished = Counter("vidvec_jobs_finished", "Jobs finished", ["status"], registry=registry)
+    latency = Histogram("vidvec_request_seconds", "Request time", ["route"], registry=registry)
+    worker = Worker(config, table, lambda status: finished.labels(status).inc())
+    tokens = tuple(config.tokens)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        table.requeue_running()
+        worker.start()
+        yield
+        worker.stop()
+        table.close()
+
+    app = FastAPI(title="vidvec", version=_version(), lifespan=lifespan,
+                  description="Latent vectors of videos: jobs per video and model, and search in a vector store.")
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_request, error: ServiceError):
+        return JSONResponse({"error": str(error)}, status_code=error.status)
+
+    @app.exception_handler(Exception)
+    async def _internal(_request, _error: Exception):  # never a stack trace or a path
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    @app.middleware("http")
+    async def _timed(request: Request, call_next):
+        began = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        latency.labels(getattr(route, "path", "other")).observe(time.perf_counter() - began)
+        return response
+
+    def token_of(request: Request) -> str:
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() == "bearer" and any(secrets.compare_digest(value.strip(), t) for t in tokens):
+            return value.strip()
+        raise ServiceError(401, "unauthorized")
+
+    def view(job: Job) -> JobView:
+        return JobView(id=job.id, model=job.model, video=job.name, status=job.status, reason=job.reason,
+                       clips=job.clips, created=job.created, updated=job.updated)
+
+    def check_model(model: str) -> None:
+        if model not in config.models:
+            raise ServiceError(404, f"model {model!r} is not served here; served: {', '.join(config.models)}")
+
+    def admit(token: str, key: str | None) -> Job | None:
+        """The job an idempotency key already names, else None once the token may add one more."""
+        if key is not None:
+            earlier = table.earlier(token, key)
+            if earlier is not None:
+                return earlier
+        if table.active(token) >= config.max_jobs_per_token:
+            raise ServiceError(429, f"this token has {config.max_jobs_per_token} jobs queued or running already")
+        return None
+
+    def accepted(token: str, model: str, video: str, name: str, key: str | None) -> JSONResponse:
+        job, new = table.add(token, model, video, name, key)
+        if new:
+            submitted.inc()
+            worker.wake()
+        return JSONResponse(view(job).model_dump(), status_code=202 if new else 200)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        """Liveness: the served models and how many jobs are in each state (no token needed)."""
+        return {"status": "ok", "models": list(config.models), "jobs": table.counts()}
+
+    @app.get("/metrics")
+    def metrics(_token: str = Depends(token_of)) -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/jobs", status_code=202, response_model=JobView, responses={
+        200: {"description": "The job an earlier request with the same Idempotency-Key made"},
+        401: {"description": "No or a wrong token"}, 404: {"description": "A model not served"},
+        413: {"description": "An upload over the size limit"}, 422: {"description": "A request that is not one"},
+        429: {"description": "Too many jobs for this token"}},
+        openapi_extra={"requestBody": {"content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["file", "model"], "properties": {
+                "file": {"type": "string", "format": "binary"}, "model": {"type": "string"}}}},
+            "application/json": {"schema": PathJob.model_json_schema()}}, "required": True}})
+    async def submit(request: Request, token: str = Depends(token_of)):
+        """A job for one video and one model: an upload (multipart ``file`` and ``model``) or a path under the
+        server's roots (JSON ``{"path", "model"}``). ``Idempotency-Key`` makes a retry return the first job."""
+        key = request.headers.get("idempotency-key")
+        earlier = admit(token, key)
+        if earlier is not None:
+            return JSONResponse(view(earlier).model_dump(), status_code=200)
+        kind = request.headers.get("content-type", "")
+        if kind.startswith("application/json"):
+            try:
+                asked = PathJob.model_validate_json(await _body(request, 64 << 10))
+            except ValueError:
+                raise ServiceError(422, 'send JSON {"path": ..., "model": ...}') from None
+            check_model(asked.model)
+            return accepted(token, asked.model, str(_under_roots(asked.path, config.roots)), asked.path, key)
+        if not kind.startswith("multipart/form-data"):
+            raise ServiceError(422, "send the video as multipart/form-data (file, model) or a path as JSON")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > config.max_upload_bytes + (64 << 10):
+            raise ServiceError(413, f"the upload is over {config.max_upload_bytes} bytes")
+        upload, fields = await _receive(request, kind, config.data / "uploads", config.max_upload_bytes)
+        model = fields.get("model")
+        if upload is None or model is None:
+            if upload is not None:
+                upload[0].unlink(missing_ok=True)
+            raise ServiceError(422, "send the video as the multipart field 'file' and the model as 'model'")
+        try:
+            check_model(model)
+        except ServiceError:
+            upload[0].unlink(missing_ok=True)
+            raise
+        return accepted(token, model, str(upload[0]), upload[1], key)
+
+    def own(job_id: str, token: str) -> Job:
+        job = table.get(job_id)
+        if job is None or not secrets.compare_digest(job.token, token):
+            raise ServiceError(404, f"no job {job_id}")
+        return job
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobView, responses={404: {"description": "No such job"}})
+    def status(job_id: str, token: str = Depends(token_of)):
+        """A job's state."""
+        return view(own(job_id, token))
+
+    @app.get("/v1/jobs/{job_id}/result", responses={
+        200: {"content": {"application/octet-stream": {}, "application/json": {}},
+              "description": "The npz vidvec writes, or its arrays as JSON with ?format=json"},
+        404: {"description": "No such job"}, 409: {"description": "The job is not done"}})
+    def result(job_id: str, format: str = "npz", token: str = Depends(token_of)):
+        """A done job's vectors: the npz file ``vidvec extract`` writes (``?format=json``: its arrays as JSON)."""
+        job = own(job_id, token)
+        if job.status != "done":
+            raise ServiceError(409, f"job {job_id} is {job.status}" + (f": {job.reason}" if job.reason else ""))
+        if format == "json":
+            from .writers import read_features
+
+            arrays, provenance = read_features(Path(job.result))
+            return {"id": job.id, "model": job.model, "arrays": {k: v.tolist() for k, v in arrays.items()},
+                    "provenance": {k: v for k, v in provenance.items() if k in ("model", "settings_hash", "weights",
+                                                                               "sampling", "clips", "vidvec_version")}}
+        if format != "npz":
+            raise ServiceError(422, f"format is npz or json, not {format!r}")
+        return FileResponse(job.result, media_type="application/octet-stream", filename=f"{job.id}.npz")
+
+    @app.post("/v1/search", responses={404: {"description": "No store, or nothing the query names"},
+                                       422: {"description": "A query that is not one"}})
+    def search(query: SearchQuery, _token: str = Depends(token_of)) -> dict:
+        """The k clips and videos of the server's store nearest a sentence or a stored clip."""
+        return _search(config, worker, query.text, query.like_clip, query.k, query.model)
+
+    return app
+
+
+def _search(config: ServiceConfig, worker: Worker, text: str | None, like_clip: str | None, k: int,
+            model: str | None) -> dict:
+    from .store import Store, StoreError
+
+    if config.store is None:
+        raise ServiceError(404, "this server has no store to search")
+    if (text is None) == (like_clip is None):
+        raise ServiceError(422, "give one of text or like_clip")
+    store = Store(config.store)
+    try:
+        name = store.model_name(model)
+        if text is not None:
+            if name not in config.models:
+                raise ServiceError(422, f"the store's {name} vectors need {name}'s text tower, which this server "
+                                        f"does not serve")
+            query = _encode_text(worker, config, name, text)
+        else:
+            video, _, at = like_clip.rpartition("@")
+            try:
+                query = store.vector_of(video, float(at.rstrip("s")), name)
+            except ValueError:
+                raise ServiceError(422, f"like_clip is VIDEO@SECONDS, not {like_clip!r}") from None
+        clips, videos = store.search(query, k, name)
+    except StoreError as error:
+        raise ServiceError(404, str(error).replace(str(config.store), "the store")) from None
+
+    def hit(h) -> dict:
+        return {"video": h.video, "clip": h.clip, "start": h.start, "end": h.end, "score": h.score}
+
+    return {"model": name, "clips": [hit(h) for h in clips],
+            "videos": [{"video": v.video, "score": v.score, "best": hit(v.best)} for v in videos]}
+
+
+def _encode_text(worker: Worker, config: ServiceConfig, model: str, text: str):
+    import torch
+
+    from .registry import get_card
+    from .weights import load_model
+
+    if not get_card(model).text:
+        raise ServiceError(422, f"model {model} has no text encoder")
+    loaded = worker._loaded.get(model)
+    if loaded is None:
+        loaded = load_model(model, weights=config.weights_of(model))
+    with torch.inference_mode():
+        return loaded.module.encode_text([text]).float().cpu().numpy()[0]
+
+
+async def _body(request, limit: int) -> bytes:
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise ServiceError(413, f"the request body is over {limit} bytes")
+    return data
+
+
+async def _receive(request, content_type: str, folder: Path, limit: int) -> tuple[tuple[Path, str] | None, dict]:
+    """Stream a multipart body: the ``file`` part to a new file in ``folder`` (413 past ``limit`` bytes, the file
+    removed), the other fields (small) in memory. Returns ((path, the client's file name) or None, fields)."""
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ServiceError(422, "a multipart body needs its boundary")
+    folder.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {"headers": {}, "field": b"", "value": b"", "name": None, "file": None, "size": 0,
+                             "fields": {}, "upload": None}
+
+    def on_part_begin() -> None:
+        state.update(headers={}, name=None, value=b"")
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["headers"][state["field"].lower()] = state["headers"].get(state["field"].lower(), b"") + \
+            data[start:end]
+
+    def on_header_end() -> None:
+        state["field"] = b""
+
+    def on_headers_finished() -> None:
+        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        state["name"] = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if state["name"] == "file":
+            filename = os.path.basename(disposition.get(b"filename", b"upload").decode("utf-8", "replace"))
+            path = folder / f"{secrets.token_hex(8)}{Path(filename).suffix[:16]}"
+            state["file"] = open(path, "wb")
+            state["upload"] = (path, filename or "upload")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if state["name"] == "file":
+            state["size"] += end - start
+            if state["size"] > limit:
+                raise ServiceError(413, f"the upload is over {limit} bytes")
+            state["file"].write(data[start:end])
+        else:
+            state["value"] += data[start:end]
+            if len(state["value"]) > 4096:
+                raise ServiceError(422, f"the field {state['name']!r} is too long")
+
+    def on_part_end() -> None:
+        if state["name"] == "file":
+            state["file"].close()
+        elif state["name"]:
+            state["fields"][state["name"]] = state["value"].decode("utf-8", "replace")
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
+        "on_part_end": on_part_end})
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except Exception as error:
+        if state["file"] is not None:
+            state["file"].close()
+            state["upload"][0].unlink(missing_ok=True)
+        if isinstance(error, ServiceError):
+            raise
+        raise ServiceError(422, "not a readable multipart body") from None
+    return state["upload"], state["fields"]
+
+
+def _under_roots(path: str, roots: tuple[Path, ...]) -> Path:
+    """``path`` resolved (symlinks followed) when it is a file inside one of ``roots``; 403 otherwise, without
+    saying which roots there are."""
+    resolved = Path(os.path.realpath(path))
+    inside = any(resolved.is_relative_to(Path(os.path.realpath(root))) for root in roots)
+    if not inside or ".." in Path(path).parts or not os.path.isabs(path):
+        raise ServiceError(403, "that path is not one this server reads")
+    if not resolved.is_file():
+        raise ServiceError(404, "no such video file")
+    return resolved
+
+
+def read_tokens(path: Path) -> tuple[str, ...]:
+    """The bearer tokens of a file, one per line (blank lines and # comments left out)."""
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    tokens = tuple(line for line in lines if line and not line.startswith("#"))
+    if not tokens:
+        raise ValueError(f"{path} holds no token")
+    return tokens
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+

@@ -1,0 +1,211 @@
+"""vidvec serve as a real process on 127.0.0.1: bearer tokens, jobs by upload or by path under the roots, results
+equal to `vidvec extract`'s, idempotency keys, limits (413, 429), one-line errors without server paths, a job
+that survives kill -9 of the server, search in a store, metrics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import media
+import vidvec
+from vidvec.extraction import SamplingOverrides
+
+pytestmark = pytest.mark.slow
+TOKEN = "t0ken-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+VIDEO = "v_SoccerJuggling_g23_c01.avi"
+
+
+class Server:
+    """``vidvec serve`` in a process of its own, on a free loopback port."""
+
+    def __init__(self, root: Path, *options: str) -> None:
+        self.root, self.options = root, options
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        (root / "tokens.txt").write_text(f"# tokens\n{TOKEN}\nanother\n")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Server:
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "vidvec"), "serve", "-m", "efficientnet_lite0", "--tokens",
+             str(self.root / "tokens.txt"), "--data", str(self.root / "data"), "--port", str(self.port), "--fps", "1",
+             *self.options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"the server did not start: {self.process.stdout.read()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=60)
+
+    def wait_for(self, job: str, states=("done", "failed"), timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = httpx.get(f"{self.url}/v1/jobs/{job}", headers=AUTH, timeout=10).json()
+            if seen["status"] in states:
+                return seen
+            time.sleep(0.1)
+        raise AssertionError(f"job {job} still {seen['status']} after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory, shared_dir):
+    root = tmp_path_factory.mktemp("roots")
+    (root / "videos").mkdir()
+    shutil.copy(shared_dir / "assets" / "videos" / VIDEO, root / "videos" / VIDEO)
+    (root / "videos" / "escape.mp4").symlink_to(shared_dir / "assets" / "videos" / "R6llTwEh07w.mp4")
+    return root
+
+
+@pytest.fixture(scope="module")
+def expected(roots):
+    (outcome,) = vidvec.extract([roots / "videos" / VIDEO], num_workers=0, sampling=SamplingOverrides(fps=1.0))
+    return outcome.result.arrays
+
+
+@pytest.fixture
+def server(tmp_path, roots):
+    running = Server(tmp_path, "--root", str(roots / "videos"), "--max-upload-mb", "1", "--max-jobs-per-token",
+                     "3").start()
+    yield running
+    running.stop()
+
+
+def _upload(server: Server, path: Path, headers: dict | None = None, model: str = "efficientnet_lite0"):
+    with open(path, "rb") as f:
+        return httpx.post(f"{server.url}/v1/jobs", headers={**AUTH, **(headers or {})}, timeout=60,
+                          files={"file": (path.name, f, "video/x-msvideo")}, data={"model": model})
+
+
+def test_tokens_on_every_endpoint_but_healthz(server):
+    assert httpx.get(f"{server.url}/healthz").json()["models"] == ["efficientnet_lite0"]
+    for method, path in (("GET", "/v1/jobs/x"), ("POST", "/v1/jobs"), ("GET", "/metrics"), ("POST", "/v1/search"),
+                         ("GET", "/v1/jobs/x/result")):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            answer = httpx.request(method, server.url + path, headers=headers)
+            assert answer.status_code == 401 and answer.json() == {"error": "unauthorized"}, (path, headers)
+
+
+def test_an_upload_gives_the_vectors_vidvec_extract_gives(server, roots, expected):
+    answer = _upload(server, roots / "videos" / VIDEO)
+    assert answer.status_code == 202 and answer.json()["video"] == VIDEO
+    job = server.wait_for(answer.json()["id"])
+    assert job["status"] == "done" and job["clips"] == len(expected["features"])
+    npz = httpx.get(f"{server.url}/v1/jobs/{job['id']}/result", headers=AUTH)
+    path = server.root / "result.npz"
+    path.write_bytes(npz.content)
+    arrays, provenance = vidvec.read_features(path)
+    np.testing.assert_allclose(arrays["features"], expected["features"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(arrays["timestamps"], expected["timestamps"])
+    as_json = httpx.get(f"{server.url}/v1/jobs/{job['id']}/result?format=json", headers=AUTH).json()
+    np.testing.assert_allclose(as_json["arrays"]["video_vector"], expected["video_vector"], rtol=1e-5, atol=1e-6)
+    other = httpx.get(f"{server.url}/v1/jobs/{job['id']}", headers={"Authorization": "Bearer another"})
+    assert other.status_code == 404  # another token's job is not yours to see
+
+
+def test_a_retried_upload_with_the_same_idempotency_key_is_one_job(server, roots):
+    first = _upload(server, roots / "videos" / VIDEO, {"Idempotency-Key": "k1"})
+    again = _upload(server, roots / "videos" / VIDEO, {"Idempotency-Key": "k1"})
+    assert first.status_code == 202 and again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    server.wait_for(first.json()["id"])
+    assert sum(httpx.get(f"{server.url}/healthz").json()["jobs"].values()) == 1
+
+
+def test_paths_only_under_the_roots(server, roots, tmp_path):
+    def by_path(path: str):
+        return httpx.post(f"{server.url}/v1/jobs", headers=AUTH, json={"path": path, "model": "efficientnet_lite0"})
+
+    good = by_path(str(roots / "videos" / VIDEO))
+    assert good.status_code == 202 and server.wait_for(good.json()["id"])["status"] == "done"
+    for path in ("/etc/hostname", str(roots / "videos" / ".." / "videos" / VIDEO), str(roots / "videos" /
+                 "escape.mp4"), f"videos/{VIDEO}"):
+        refused = by_path(path)
+        assert refused.status_code == 403 and refused.json() == {"error": "that path is not one this server reads"}
+    assert by_path(str(roots / "videos" / "nothing.mp4")).status_code == 404
+
+
+def test_limits_and_bad_input_are_one_line_without_server_paths(server, roots, tmp_path):
+    big = tmp_path / "big.mp4"
+    big.write_bytes(os.urandom(2 << 20))
+    answer = _upload(server, big)
+    assert answer.status_code == 413 and "over 1048576 bytes" in answer.json()["error"]
+    uploads = server.root / "data" / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())  # nothing of it kept
+    unknown = _upload(server, roots / "videos" / VIDEO, model="resnet9000")
+    assert unknown.status_code == 404 and unknown.json()["error"] == ("model 'resnet9000' is not served here; "
+                                                                      "served: efficientnet_lite0")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 5000)
+    job = server.wait_for(_upload(server, broken).json()["id"])
+    assert job["status"] == "failed" and job["reason"] == "cannot open: Invalid data found when processing input"
+    refused = httpx.get(f"{server.url}/v1/jobs/{job['id']}/result", headers=AUTH)
+    assert refused.status_code == 409 and refused.json()["error"].startswith(f"job {job['id']} is failed")
+    assert httpx.post(f"{server.url}/v1/jobs", headers=AUTH, content=b"x").status_code == 422
+
+
+def test_a_token_has_at_most_its_share_of_jobs(server, roots):
+    answers = [_upload(server, roots / "videos" / VIDEO) for _ in range(6)]
+    codes = [a.status_code for a in answers]
+    assert 429 in codes and codes.count(202) >= 3, codes
+    assert answers[codes.index(429)].json()["error"] == "this token has 3 jobs queued or running already"
+
+
+def test_a_job_survives_kill_9_of_the_server(tmp_path):
+    long = tmp_path / "long.mp4"
+    media.make_video(long, frames=600, fps=10, size=(320, 240))
+    server = Server(tmp_path, "--root", str(tmp_path)).start()
+    try:
+        job = httpx.post(f"{server.url}/v1/jobs", headers=AUTH, json={"path": str(long),
+                                                                      "model": "efficientnet_lite0"}).json()
+        server.wait_for(job["id"], states=("running",))
+        server.stop(signal.SIGKILL)
+        server.start()  # the same data folder: the job is queued again and run
+        assert server.wait_for(job["id"])["status"] == "done"
+        npz = tmp_path / "result.npz"
+        npz.write_bytes(httpx.get(f"{server.url}/v1/jobs/{job['id']}/result", headers=AUTH).content)
+    finally:
+        server.stop()
+    (outcome,) = vidvec.extract([long], num_workers=0, sampling=SamplingOverrides(fps=1.0))
+    result, _ = vidvec.read_features(npz)
+    np.testing.assert_allclose(result["features"], outcome.result.arrays["features"], rtol=1e-5, atol=1e-6)
+
+
+def test_search_and_metrics(tmp_path, roots):
+    feats = tmp_path / "feats"
+    list(vidvec.extract([roots / "videos" / VIDEO], out=feats, num_workers=0, sampling=SamplingOverrides(fps=1.0)))
+    vidvec.Store(tmp_path / "store").index(feats)
+    server = Server(tmp_path, "--store", str(tmp_path / "store")).start()
+    try:
+        found = httpx.post(f"{server.url}/v1/search", headers=AUTH, json={"like_clip": f"{Path(VIDEO).stem}@2.5",
+                                                                          "k": 2}).json()
+        assert found["clips"][0]["start"] == 2.0 and found["clips"][0]["score"] == pytest.approx(1.0)
+        assert found["videos"][0]["video"] == Path(VIDEO).stem
+        text = httpx.post(f"{server.url}/v1/search", headers=AUTH, json={"text": "a ball", "k": 2})
+        assert text.status_code == 422 and text.json() == {"error": "model efficientnet_lite0 has no text encoder"}
+        missing = httpx.post(f"{server.url}/v1/search", headers=AUTH, json={"like_clip": "nope@1"})
+        assert missing.status_code == 404 and str(tmp_path) not in missing.text
+        metrics = httpx.get(f"{server.url}/metrics", headers=AUTH).text
+        assert "vidvec_request_seconds_count" in metrics and "vidvec_jobs_submitted_total 0.0" in metrics
+    finally:
+        server.stop()
