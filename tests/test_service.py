@@ -209,3 +209,24 @@ def test_search_and_metrics(tmp_path, roots):
         assert "vidvec_request_seconds_count" in metrics and "vidvec_jobs_submitted_total 0.0" in metrics
     finally:
         server.stop()
+
+
+def test_sigterm_finishes_the_running_job(tmp_path):
+    from vidvec.jobs import JobTable
+
+    long = tmp_path / "long.mp4"
+    media.make_video(long, frames=600, fps=10, size=(320, 240))
+    server = Server(tmp_path, "--root", str(tmp_path)).start()
+    try:
+        job = httpx.post(f"{server.url}/v1/jobs", headers=AUTH, json={"path": str(long),
+                                                                      "model": "efficientnet_lite0"}).json()
+        server.wait_for(job["id"], states=("running",))
+    finally:
+        server.stop(signal.SIGTERM)
+    assert server.process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once shut down
+    table = JobTable(tmp_path / "data" / "jobs.sqlite")
+    try:
+        finished = table.get(job["id"])
+    finally:
+        table.close()
+    assert finished.status == "done" and finished.clips == 60

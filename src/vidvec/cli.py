@@ -845,6 +845,10 @@ def serve(model: List[str] = typer.Option(..., "--model", "-m", help="A model to
                                             "decoding."),
           max_jobs_per_token: int = typer.Option(16, help="Queued or running jobs a token may have (429 beyond)."),
           fps: Optional[float] = typer.Option(None, help="Sample frames at this rate (default: each model's)."),
+          batch_size: Optional[int] = typer.Option(None, help="Clips per model call, across jobs (default: each "
+                                                   "model's on the device)."),
+          max_wait_ms: float = typer.Option(20, help="How long a partial batch waits for clips of other jobs."),
+          decoders: int = typer.Option(2, help="Videos decoded at once."),
           device: str = typer.Option("cpu", help="cpu, cuda or cuda:N.")) -> None:
     """Serve the models over HTTP: jobs per video (upload or path) kept in SQLite, results as npz or JSON, search
     in a store; bearer tokens on every endpoint but /healthz."""
@@ -862,9 +866,12 @@ def serve(model: List[str] = typer.Option(..., "--model", "-m", help="A model to
     try:
         for name in model:
             get_card(name)
+        if decoders < 1 or (batch_size is not None and batch_size < 1) or max_wait_ms < 0:
+            raise ValueError("--decoders and --batch-size must be at least 1, --max-wait-ms at least 0")
         config = ServiceConfig(tuple(model), data, read_tokens(tokens), tuple(weights or ()), store,
                                tuple(root or ()), int(max_upload_mb * 2**20), max_minutes * 60, max_jobs_per_token,
-                               device, {"sampling": SamplingOverrides(fps=fps)} if fps else {})
+                               device, {"sampling": SamplingOverrides(fps=fps)} if fps else {}, batch_size,
+                               max_wait_ms, decoders)
     except (OSError, ValueError) as error:
         _fail(str(error))
     err.print(f"vidvec serve: {', '.join(model)} on http://{host}:{port} (data in {data})", highlight=False,

@@ -255,11 +255,7 @@ class Extraction:
         except LedgerError as error:
             raise ExtractError(f"{error}; the features written so far are kept: run again to resume") from None
         finally:
-            for target in self.targets:
-                if target.ledger is not None:
-                    target.ledger.close()
-                if target.sink is not None:
-                    target.sink.close()
+            self.close()
 
     def _outcomes(self) -> Iterator[Outcome]:
         for index, source in enumerate(self.sources):
@@ -361,6 +357,21 @@ class Extraction:
             target.sink.write_extra(self.sources[video], clip, crop, name, values)
         except OutputError as error:
             self._extra_errors[(video, slot)] = str(error)
+
+    def record(self, result: VideoResult) -> Outcome:
+        """Record a result computed elsewhere (``result.index``: the video's place in ``sources``, ``result.slot``
+        its model's): written through the model's sink and recorded in its ledger, as a run records its own."""
+        if result.index not in self._fingerprints:
+            self._fingerprints[result.index] = file_fingerprint(self.sources[result.index].path)
+        return self._record(result, self.targets[result.slot])
+
+    def close(self) -> None:
+        """Close the ledgers and sinks (iterating the run does it at its end)."""
+        for target in self.targets:
+            if target.ledger is not None:
+                target.ledger.close()
+            if target.sink is not None:
+                target.sink.close()
 
     def _record(self, result: VideoResult, target: Target) -> Outcome:
         source = result.source
@@ -593,6 +604,13 @@ def specify(
         raise ExtractError("--save-flow needs --out and a model that computes optical flow (i3d with streams "
                            "both or flow)")
     return spec, sources, execution
+
+
+def plan_one(model: str, weights: str | os.PathLike | None = None, sampling: SamplingOverrides | None = None
+             ) -> ModelSpec:
+    """``model``'s spec as :func:`specify` plans it for a run with these options, without any input (a service
+    loads its models before the first video)."""
+    return _plan(card_for(model, weights), False, weights, {}, sampling or SamplingOverrides(), False, None)
 
 
 def _plan(card: ModelCard, unnamed: bool, weights: str | os.PathLike | None, options: Mapping[str, object],

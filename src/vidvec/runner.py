@@ -43,6 +43,12 @@ class ModelOptions:
     normalize: tuple[str, ...] = ()  # per slot: "l2" divides each clip's vector by its norm (after the logits)
 
 
+@dataclass(frozen=True)
+class Flush:
+    """An event for the runner itself: run every partial batch now (a stream that pauses, e.g. a service whose
+    requests have stopped coming for its maximum wait)."""
+
+
 @dataclass
 class ClipRow:
     """One clip (and crop) through its model: its place in the video, its vector and, if asked, its logits."""
@@ -183,7 +189,7 @@ class ModelRunner:
         self._trim_heap = HeapTrimmer()
         keep_freed_memory()
 
-    def run(self, events: Iterable[Event]) -> Iterator[VideoResult]:
+    def run(self, events: Iterable[Event | Flush]) -> Iterator[VideoResult]:
         threads = torch.get_num_threads()
         if self.options.threads:
             torch.set_num_threads(self.options.threads)
@@ -192,7 +198,7 @@ class ModelRunner:
         finally:
             torch.set_num_threads(threads)
 
-    def _run(self, events: Iterable[Event]) -> Iterator[VideoResult]:
+    def _run(self, events: Iterable[Event | Flush]) -> Iterator[VideoResult]:
         assembler = Assembler([m.categories for m in self.models], self.options.top_k)
         batches: dict[int, list[Clip]] = {s: [] for s in range(len(self.models))}
         for event in events:
@@ -213,6 +219,11 @@ class ModelRunner:
                     yield from self._forward(slot, batch, assembler)
             elif isinstance(event, VideoFinished):
                 yield from assembler.finished(event)
+            elif isinstance(event, Flush):
+                for slot, batch in batches.items():
+                    if batch:
+                        batches[slot] = []
+                        yield from self._forward(slot, batch, assembler)
             elif isinstance(event, VideoRestarted):  # planned again: what was sent before is void
                 assembler.restarted(event)
                 for slot in event.slots:

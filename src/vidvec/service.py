@@ -13,7 +13,10 @@ nothing more, otherwise). Errors are JSON ``{"error": "..."}`` with one line: no
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
+import queue
 import secrets
 import threading
 import time
@@ -34,8 +37,8 @@ from .jobs import Job, JobTable
 class ServiceConfig:
     """What a server serves: its models (with their weights, None: the default entry), the data folder (jobs,
     uploads, results), the bearer tokens, the store searched (None: no search), the folders server-side paths may
-    name, and the limits: upload bytes, video seconds (read from the header before any decoding), queued or
-    running jobs per token."""
+    name, the limits (upload bytes, video seconds read from the header before any decoding, queued or running jobs
+    per token) and the batching across jobs (clips per model call, the longest a partial batch waits)."""
 
     models: tuple[str, ...]
     data: Path
@@ -48,6 +51,9 @@ class ServiceConfig:
     max_jobs_per_token: int = 16
     device: str = "cpu"
     extract_options: dict[str, Any] = field(default_factory=dict)  # e.g. sampling, for every job
+    batch_size: int | None = None  # clips per model call (None: each model's default on the device)
+    max_wait_ms: float = 20.0  # a partial batch waits at most this long for clips of other jobs
+    decoders: int = 2  # videos decoded at once
 
     def weights_of(self, model: str) -> str | None:
         return dict(zip(self.models, self.weights)).get(model)
@@ -89,40 +95,67 @@ class SearchQuery(BaseModel):
 
 
 class Worker:
-    """Runs queued jobs one at a time in a thread, with each model loaded once."""
+    """Runs the queued jobs: ``decoders`` threads each take a job and decode its video (the events a local decode
+    worker sends) into one bounded queue; one thread runs every served model over that queue with the runner a
+    local run uses, so clips of concurrent jobs share batches. When nothing arrives for ``max_wait_ms`` the runner
+    computes the partial batches it holds. Each result is written and recorded by the job's own run (its sink and
+    ledger under ``DATA/results/<job>``), then the job table updated. The models load once, when the worker
+    starts."""
 
     def __init__(self, config: ServiceConfig, table: JobTable, on_finished) -> None:
         self.config, self.table, self.on_finished = config, table, on_finished
-        self._loaded: dict[str, Any] = {}
+        self.loaded: dict[str, Any] = {}
+        self.ready = threading.Event()  # the models are loaded
+        self._events: queue.Queue = queue.Queue(maxsize=64)
+        self._jobs: dict[int, tuple[Job, Any]] = {}  # runner's video index -> (job, its run)
+        self._next = itertools.count()
         self._wake, self._stop = threading.Event(), threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="vidvec-jobs", daemon=True)
+        self._decoders = [threading.Thread(target=self._decode_loop, name=f"vidvec-decode-{i}", daemon=True)
+                          for i in range(config.decoders)]
+        self._model = threading.Thread(target=self._model_loop, name="vidvec-model", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        self._model.start()
+        for thread in self._decoders:
+            thread.start()
 
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop taking jobs; wait for the running one (a job still running then is queued again at the next
-        start)."""
+    def stop(self, timeout: float = 60.0) -> None:
+        """Take no new job; finish the videos being decoded and computed (a job still running after ``timeout``
+        is queued again at the next start)."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in [*self._decoders, self._model]:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _loop(self) -> None:
+    # -- decoding ------------------------------------------------------------------------------------------
+    def _decode_loop(self) -> None:
+        from .local import job_events
+
+        self.ready.wait()
         while not self._stop.is_set():
             job = self.table.take()
             if job is None:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
-            self.on_finished(self._run(job))
+            prepared = self._prepare(job)
+            if prepared is None:
+                continue
+            index, run, slot = prepared
+            self._jobs[index] = (job, run)
+            for event in job_events((index, run.sources[0], (slot,)), self._slots, threads=1, group=self._group):
+                self._events.put(event)
 
-    def _run(self, job: Job) -> str:
-        """Run one job; its final state (done or failed, recorded in the table)."""
+    def _prepare(self, job: Job):
+        """The job's run (its output folder bound) and its place in the runner's stream; None (the job failed,
+        with its reason) when it cannot run."""
         from .decode import DecodeError, header_duration
         from .extraction import ExtractError, Extraction, specify
+        from .ledger import LedgerError
 
         try:
             seconds = header_duration(job.video)
@@ -132,21 +165,53 @@ class Worker:
             spec, sources, execution = specify([job.video], job.model, self.config.data / "results" / job.id,
                                                weights=self.config.weights_of(job.model), num_workers=0,
                                                device=self.config.device, **self.config.extract_options)
-            run = Extraction.from_spec(spec, sources, execution)
-            for target in run.targets:  # warm: each model is loaded once per process
-                target.model = self._loaded.get(target.name)
-            run._load_models()
-            for target in run.targets:
-                self._loaded[target.name] = target.model
-            outcome = next(iter(run))
-        except (DecodeError, ExtractError, OSError, ValueError) as error:
+            run = Extraction.from_spec(spec, sources, execution, overwrite=True)
+        except (DecodeError, ExtractError, LedgerError, OSError, ValueError) as error:
             self.table.fail(job.id, _one_line(error, job))
-            return "failed"
-        if outcome.status != "done":
-            self.table.fail(job.id, _one_line(outcome.reason or "failed", job))
-            return "failed"
-        self.table.finish(job.id, str(outcome.output), int(outcome.result.clips if outcome.result else 0))
-        return "done"
+            self.on_finished("failed")
+            return None
+        return next(self._next), run, self.config.models.index(job.model)
+
+    # -- the models ----------------------------------------------------------------------------------------
+    def _model_loop(self) -> None:
+        from .clips import Slot
+        from .extraction import plan_one
+        from .runner import ModelOptions, ModelRunner, default_batch_size
+
+        # each served model as a run plans it (its settings, its weights), loaded once
+        specs = [plan_one(name, self.config.weights_of(name), self.config.extract_options.get("sampling"))
+                 for name in self.config.models]
+        loaded = [spec.load(self.config.device) for spec in specs]
+        self.loaded = dict(zip(self.config.models, loaded))
+        self._slots = [Slot(m.sampling, m.preprocess, m.input == "audio") for m in specs]
+        device = self.config.device.split(":")[0]
+        self._group = self.config.batch_size or max(default_batch_size(m.input, device) for m in specs)
+        runner = ModelRunner(loaded, ModelOptions(batch_size=self.config.batch_size, device=self.config.device,
+                                                  normalize=tuple(m.normalize for m in specs)))
+        self.ready.set()
+        for result in runner.run(self._stream()):
+            job, run = self._jobs.pop(result.index)
+            outcome = run.record(dataclasses.replace(result, index=0, slot=0))
+            run.close()
+            if outcome.status == "done":
+                self.table.finish(job.id, str(outcome.output), outcome.result.clips)
+            else:
+                self.table.fail(job.id, _one_line(outcome.reason or "failed", job))
+            self.on_finished(outcome.status)
+
+    def _stream(self):
+        """The decode side's events as they come; a Flush when none came for the maximum wait; the end once the
+        worker stops and the decode side has sent everything."""
+        from .runner import Flush
+
+        wait = self.config.max_wait_ms / 1000
+        while True:
+            try:
+                yield self._events.get(timeout=wait)
+            except queue.Empty:
+                if self._stop.is_set() and not any(t.is_alive() for t in self._decoders) and not self._jobs:
+                    return
+                yield Flush()
 
 
 def _one_line(error: object, job: Job) -> str:
@@ -358,7 +423,7 @@ def _encode_text(worker: Worker, config: ServiceConfig, model: str, text: str):
 
     if not get_card(model).text:
         raise ServiceError(422, f"model {model} has no text encoder")
-    loaded = worker._loaded.get(model)
+    loaded = worker.loaded.get(model)
     if loaded is None:
         loaded = load_model(model, weights=config.weights_of(model))
     with torch.inference_mode():
