@@ -171,14 +171,20 @@ def test_a_token_has_at_most_its_share_of_jobs(server, roots):
     assert answers[codes.index(429)].json()["error"] == "this token has 3 jobs queued or running already"
 
 
-def test_a_job_survives_kill_9_of_the_server(tmp_path):
+def _a_running_job(tmp_path: Path) -> tuple[Server, dict, Path]:
+    """A server running a job of a 60 s video (60 clips at 1 fps): the server, the job, the video."""
     long = tmp_path / "long.mp4"
     media.make_video(long, frames=600, fps=10, size=(320, 240))
     server = Server(tmp_path, "--root", str(tmp_path)).start()
+    job = httpx.post(f"{server.url}/v1/jobs", headers=AUTH, json={"path": str(long),
+                                                                  "model": "efficientnet_lite0"}).json()
+    server.wait_for(job["id"], states=("running",))
+    return server, job, long
+
+
+def test_a_job_survives_kill_9_of_the_server(tmp_path):
+    server, job, long = _a_running_job(tmp_path)
     try:
-        job = httpx.post(f"{server.url}/v1/jobs", headers=AUTH, json={"path": str(long),
-                                                                      "model": "efficientnet_lite0"}).json()
-        server.wait_for(job["id"], states=("running",))
         server.stop(signal.SIGKILL)
         server.start()  # the same data folder: the job is queued again and run
         assert server.wait_for(job["id"])["status"] == "done"
@@ -214,15 +220,8 @@ def test_search_and_metrics(tmp_path, roots):
 def test_sigterm_finishes_the_running_job(tmp_path):
     from vidvec.jobs import JobTable
 
-    long = tmp_path / "long.mp4"
-    media.make_video(long, frames=600, fps=10, size=(320, 240))
-    server = Server(tmp_path, "--root", str(tmp_path)).start()
-    try:
-        job = httpx.post(f"{server.url}/v1/jobs", headers=AUTH, json={"path": str(long),
-                                                                      "model": "efficientnet_lite0"}).json()
-        server.wait_for(job["id"], states=("running",))
-    finally:
-        server.stop(signal.SIGTERM)
+    server, job, _ = _a_running_job(tmp_path)
+    server.stop(signal.SIGTERM)
     assert server.process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once shut down
     table = JobTable(tmp_path / "data" / "jobs.sqlite")
     try:
