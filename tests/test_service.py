@@ -229,3 +229,67 @@ def test_sigterm_finishes_the_running_job(tmp_path):
     finally:
         table.close()
     assert finished.status == "done" and finished.clips == 60
+
+
+def test_the_search_page_in_a_browser(tmp_path, roots):
+    """The page at / in headless Chromium, server and browser in a network namespace of their own: a search like
+    a job's video shows every hit with its thumbnail; a sentence for a model without a text tower, the reason."""
+    feats = tmp_path / "feats"
+    list(vidvec.extract([roots / "videos" / VIDEO], out=feats, num_workers=0, sampling=SamplingOverrides(fps=1.0)))
+    vidvec.Store(tmp_path / "store").index(feats)
+    (tmp_path / "tokens.txt").write_text(TOKEN)
+    script = tmp_path / "page.py"
+    script.write_text(f"""
+import subprocess, sys, time
+import vidvec
+server = subprocess.Popen([{str(Path(sys.executable).parent / "vidvec")!r}, "serve", "-m", "efficientnet_lite0",
+                           "--tokens", {str(tmp_path / "tokens.txt")!r}, "--data", {str(tmp_path / "data")!r},
+                           "--store", {str(tmp_path / "store")!r}, "--port", "8123", "--fps", "1"])
+try:
+    client = vidvec.Client("http://127.0.0.1:8123", {TOKEN!r})
+    for _ in range(300):
+        try:
+            client.status("none")
+        except vidvec.client.ClientError:
+            break
+        except Exception:
+            time.sleep(0.2)
+    job = client.wait(client.submit({str(roots / "videos" / VIDEO)!r})["id"], timeout=120)
+    assert job["status"] == "done", job
+    for hash in ("token={TOKEN}&job=" + job["id"], "token={TOKEN}&text=a%20ball"):
+        page = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                               "--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",
+                               "--dump-dom", "http://127.0.0.1:8123/#" + hash], capture_output=True, text=True,
+                              timeout=120)
+        print("=== PAGE ===")
+        print(page.stdout)
+finally:
+    server.terminate()
+    server.wait(timeout=60)
+""")
+    done = subprocess.run(["unshare", "-n", "bash", "-c", f"ip link set lo up && {sys.executable} {script}"],
+                          capture_output=True, text=True, timeout=400)
+    pages = done.stdout.split("=== PAGE ===")[1:]
+    assert len(pages) == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    like, text = pages
+    assert 'data-state="shown"' in like, like[-3000:]
+    clips = like.split('id="clips"')[1].split('id="videos"')[0]
+    assert clips.count("<figure") == 8 and clips.count('data-loaded="1"') == 8, clips  # every thumbnail shown
+    assert 'src="blob:' in clips and Path(VIDEO).stem in clips and " s · 0.9" in clips
+    assert 'data-state="error"' in text and "model efficientnet_lite0 has no text encoder" in text
+
+
+def test_the_python_client(server, roots, expected):
+    with vidvec.Client(server.url, TOKEN) as client:
+        job = client.wait(client.submit(roots / "videos" / VIDEO, idempotency_key="c1")["id"], timeout=120)
+        assert client.submit(roots / "videos" / VIDEO, idempotency_key="c1")["id"] == job["id"]
+        arrays = client.result(job["id"])
+        np.testing.assert_allclose(arrays["features"], expected["features"], rtol=1e-5, atol=1e-6)
+        by_path = client.wait(client.submit(path=str(roots / "videos" / VIDEO))["id"], timeout=120)
+        assert by_path["status"] == "done" and by_path["clips"] == job["clips"]
+        with pytest.raises(vidvec.client.ClientError, match="404: no job nope"):
+            client.status("nope")
+        with pytest.raises(vidvec.client.ClientError, match="404: this server has no store to search"):
+            client.search("a ball")
+    with vidvec.Client(server.url, "wrong") as client, pytest.raises(vidvec.client.ClientError, match="401"):
+        client.status(job["id"])

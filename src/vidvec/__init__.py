@@ -20,6 +20,7 @@ _PUBLIC = {
     "SamplingSpec": "sampling",
     "read_features": "writers",
     "Store": "store",
+    "Client": "client",
 }
 __all__ = [*_PUBLIC, "__version__"]
 

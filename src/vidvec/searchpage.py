@@ -48,6 +48,13 @@ def thumbnails(hits: Sequence[Hit]) -> tuple[dict[tuple[str, float], str], list[
     return pictures, problems
 
 
+def jpeg_at(source: str, seconds: float) -> bytes | None:
+    """The JPEG of ``source``'s frame at ``seconds`` (None when it cannot be decoded there)."""
+    pictures, _ = thumbnails([Hit("", source, 0, seconds, seconds, 0.0)])
+    picture = pictures.get((source, _middle(Hit("", source, 0, seconds, seconds, 0.0))))
+    return None if picture is None else base64.b64decode(picture.split(",", 1)[1])
+
+
 def write_page(path: str | os.PathLike, query: str, model: str, clips: Sequence[Hit], videos: Sequence[VideoHit],
                timelines: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> list[str]:
     """Write the page for a search (``query`` in words) of ``model``'s vectors; ``timelines``: per video found,

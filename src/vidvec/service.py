@@ -90,6 +90,7 @@ class SearchQuery(BaseModel):
 
     text: str | None = Field(None, description="A sentence, through the model's text tower.")
     like_clip: str | None = Field(None, description="A stored clip, VIDEO@SECONDS.")
+    like_job: str | None = Field(None, description="A done job of yours: its video vector.")
     k: int = Field(10, ge=1, le=1000)
     model: str | None = None
 
@@ -375,36 +376,73 @@ def create_app(config: ServiceConfig):
 
     @app.post("/v1/search", responses={404: {"description": "No store, or nothing the query names"},
                                        422: {"description": "A query that is not one"}})
-    def search(query: SearchQuery, _token: str = Depends(token_of)) -> dict:
-        """The k clips and videos of the server's store nearest a sentence or a stored clip."""
-        return _search(config, worker, query.text, query.like_clip, query.k, query.model)
+    def search(query: SearchQuery, token: str = Depends(token_of)) -> dict:
+        """The k clips and videos of the server's store nearest a sentence, a stored clip or a done job's video."""
+        job = None
+        if query.like_job is not None:
+            job = own(query.like_job, token)
+            if job.status != "done":
+                raise ServiceError(409, f"job {job.id} is {job.status}")
+        return _search(config, worker, query, job)
+
+    @app.get("/v1/thumbnail", responses={200: {"content": {"image/jpeg": {}}, "description": "The frame"},
+                                          404: {"description": "No such video in the store, or no frame there"}},
+             response_class=Response)
+    def thumbnail(video: str, t: float, _token: str = Depends(token_of)):
+        """The frame of a stored video at ``t`` seconds, as a JPEG (decoded by vidvec)."""
+        from .searchpage import jpeg_at
+        from .store import Store, StoreError
+
+        if config.store is None:
+            raise ServiceError(404, "this server has no store")
+        try:
+            picture = jpeg_at(Store(config.store).source_of(video), t)
+        except StoreError as error:
+            raise ServiceError(404, str(error).replace(str(config.store), "the store")) from None
+        if picture is None:
+            raise ServiceError(404, f"no frame of {video} at {t:g} s")
+        return Response(picture, media_type="image/jpeg")
+
+    @app.get("/", response_class=Response, include_in_schema=False)
+    def page():
+        """The search page."""
+        return Response((Path(__file__).parent / "data" / "search.html").read_text(encoding="utf-8"),
+                        media_type="text/html")
 
     return app
 
 
-def _search(config: ServiceConfig, worker: Worker, text: str | None, like_clip: str | None, k: int,
-            model: str | None) -> dict:
+def _search(config: ServiceConfig, worker: Worker, query: SearchQuery, job: Job | None) -> dict:
     from .store import Store, StoreError
 
     if config.store is None:
         raise ServiceError(404, "this server has no store to search")
-    if (text is None) == (like_clip is None):
-        raise ServiceError(422, "give one of text or like_clip")
+    if sum(q is not None for q in (query.text, query.like_clip, query.like_job)) != 1:
+        raise ServiceError(422, "give one of text, like_clip or like_job")
     store = Store(config.store)
     try:
-        name = store.model_name(model)
-        if text is not None:
+        name = store.model_name(query.model)
+        if query.text is not None:
             if name not in config.models:
                 raise ServiceError(422, f"the store's {name} vectors need {name}'s text tower, which this server "
                                         f"does not serve")
-            query = _encode_text(worker, config, name, text)
+            vector = _encode_text(worker, config, name, query.text)
+        elif job is not None:
+            from .writers import read_features
+
+            arrays, provenance = read_features(Path(job.result))
+            if job.model != name or provenance.get("settings_hash") != store.manifest()["models"][name][
+                    "settings_hash"]:
+                raise ServiceError(422, f"job {job.id}'s {job.model} vectors were made with other settings than the "
+                                        f"store's {name} vectors")
+            vector = arrays["video_vector"]
         else:
-            video, _, at = like_clip.rpartition("@")
+            video, _, at = query.like_clip.rpartition("@")
             try:
-                query = store.vector_of(video, float(at.rstrip("s")), name)
+                vector = store.vector_of(video, float(at.rstrip("s")), name)
             except ValueError:
-                raise ServiceError(422, f"like_clip is VIDEO@SECONDS, not {like_clip!r}") from None
-        clips, videos = store.search(query, k, name)
+                raise ServiceError(422, f"like_clip is VIDEO@SECONDS, not {query.like_clip!r}") from None
+        clips, videos = store.search(vector, query.k, name)
     except StoreError as error:
         raise ServiceError(404, str(error).replace(str(config.store), "the store")) from None
 

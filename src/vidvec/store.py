@@ -347,6 +347,13 @@ class Store:
         vectors = _vectors(table)
         return {video: (spans[keys == video], vectors[keys == video]) for video in videos}
 
+    def source_of(self, video: str, model: str | None = None) -> str:
+        """The source path the store records for ``video``."""
+        table = self._read(self.model_name(model), "videos", ["source"], filters=[("video", "==", video)])
+        if table.num_rows == 0:
+            raise StoreError(f"no video {video!r} in the store")
+        return table.column("source")[0].as_py()
+
     def timelines(self, vector: np.ndarray, videos: list[str], model: str | None = None
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per video of ``videos``: its clips' spans and their cosine similarity to ``vector``, in clip order."""
