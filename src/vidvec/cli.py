@@ -874,6 +874,14 @@ def serve(model: List[str] = typer.Option(..., "--model", "-m", help="A model to
                                max_wait_ms, decoders)
     except (OSError, ValueError) as error:
         _fail(str(error))
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)  # structured: one JSON line per request and job
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    service_log = logging.getLogger("vidvec.service")
+    service_log.addHandler(handler)
+    service_log.setLevel(logging.INFO)
+    service_log.propagate = False
     err.print(f"vidvec serve: {', '.join(model)} on http://{host}:{port} (data in {data})", highlight=False,
               soft_wrap=True)
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning")

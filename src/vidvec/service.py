@@ -7,7 +7,8 @@ thread runs the jobs through the same extraction a ``vidvec extract`` runs, each
 each job writes to ``DATA/results/<job>/``. A search asks the store (:class:`vidvec.Store`) by sentence, through
 the served model's text tower, or by a stored clip.
 
-Every endpoint but ``/healthz`` wants ``Authorization: Bearer <token>`` with a token of the tokens file (401,
+Each request, accepted job and finished job is one JSON line on the ``vidvec.service`` logger (stderr with
+``vidvec serve``). Every endpoint but ``/healthz`` wants ``Authorization: Bearer <token>`` with a token of the tokens file (401,
 nothing more, otherwise). Errors are JSON ``{"error": "..."}`` with one line: no stack trace, no server path.
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
+import logging
 import os
 import queue
 import secrets
@@ -25,12 +28,21 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from .jobs import Job, JobTable
+
+log = logging.getLogger(__name__)
+
+
+def _log(event: str, **fields: object) -> None:
+    """One structured log line (JSON) of the service."""
+    log.info(json.dumps({"event": event, "time": round(time.time(), 3), **fields}))
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,22 @@ class ServiceError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ErrorBody(BaseModel):
+    """What every refusal answers: one line."""
+
+    error: str
+
+
+_REFUSALS = {400: "A body that cannot be parsed", 401: "No or a wrong token", 403: "A path this server does not read", 404: "Nothing of that name here",
+             409: "The job is not done", 413: "An upload over the size limit", 422: "A request that is not one",
+             429: "Too many jobs for this token"}
+
+
+def _refusals(*codes: int) -> dict:
+    """The refusals a route can answer (every route: 401 and 422), for its OpenAPI schema."""
+    return {code: {"model": ErrorBody, "description": _REFUSALS[code]} for code in (401, 422, *codes)}
 
 
 class JobView(BaseModel):
@@ -170,6 +198,8 @@ class Worker:
         except (DecodeError, ExtractError, LedgerError, OSError, ValueError) as error:
             self.table.fail(job.id, _one_line(error, job))
             self.on_finished("failed")
+            _log("job", id=job.id, model=job.model, status="failed", clips=0,
+                 seconds=round(time.time() - job.created, 3))
             return None
         return next(self._next), run, self.config.models.index(job.model)
 
@@ -199,6 +229,8 @@ class Worker:
             else:
                 self.table.fail(job.id, _one_line(outcome.reason or "failed", job))
             self.on_finished(outcome.status)
+            _log("job", id=job.id, model=job.model, status=outcome.status, clips=result.clips,
+                 seconds=round(time.time() - job.created, 3))
 
     def _stream(self):
         """The decode side's events as they come; a Flush when none came for the maximum wait; the end once the
@@ -247,6 +279,18 @@ def create_app(config: ServiceConfig):
     async def _service_error(_request, error: ServiceError):
         return JSONResponse({"error": str(error)}, status_code=error.status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request, error: StarletteHTTPException):  # FastAPI's own refusals (a body it cannot parse, no route)
+        return JSONResponse({"error": str(error.detail).splitlines()[0]}, status_code=error.status_code,
+                            headers=getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request, error: RequestValidationError):  # one line, as every other refusal
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"},
+                            status_code=422)
+
     @app.exception_handler(Exception)
     async def _internal(_request, _error: Exception):  # never a stack trace or a path
         return JSONResponse({"error": "internal error"}, status_code=500)
@@ -255,8 +299,10 @@ def create_app(config: ServiceConfig):
     async def _timed(request: Request, call_next):
         began = time.perf_counter()
         response = await call_next(request)
-        route = request.scope.get("route")
-        latency.labels(getattr(route, "path", "other")).observe(time.perf_counter() - began)
+        route = getattr(request.scope.get("route"), "path", "other")  # the template: no ids or paths in logs
+        spent = time.perf_counter() - began
+        latency.labels(route).observe(spent)
+        _log("request", method=request.method, route=route, status=response.status_code, ms=round(spent * 1000, 1))
         return response
 
     def token_of(request: Request) -> str:
@@ -289,6 +335,7 @@ def create_app(config: ServiceConfig):
         if new:
             submitted.inc()
             worker.wake()
+            _log("accepted", id=job.id, model=model)
         return JSONResponse(view(job).model_dump(), status_code=202 if new else 200)
 
     @app.get("/healthz")
@@ -296,16 +343,15 @@ def create_app(config: ServiceConfig):
         """Liveness: the served models and how many jobs are in each state (no token needed)."""
         return {"status": "ok", "models": list(config.models), "jobs": table.counts()}
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses={200: {"content": {"text/plain": {}}, "description": "Prometheus metrics"},
+                                    **_refusals()}, response_class=Response)
     def metrics(_token: str = Depends(token_of)) -> Response:
         """Prometheus metrics."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/jobs", status_code=202, response_model=JobView, responses={
-        200: {"description": "The job an earlier request with the same Idempotency-Key made"},
-        401: {"description": "No or a wrong token"}, 404: {"description": "A model not served"},
-        413: {"description": "An upload over the size limit"}, 422: {"description": "A request that is not one"},
-        429: {"description": "Too many jobs for this token"}},
+        200: {"model": JobView, "description": "The job an earlier request with the same Idempotency-Key made"},
+        **_refusals(400, 403, 404, 413, 429)},
         openapi_extra={"requestBody": {"content": {
             "multipart/form-data": {"schema": {"type": "object", "required": ["file", "model"], "properties": {
                 "file": {"type": "string", "format": "binary"}, "model": {"type": "string"}}}},
@@ -349,7 +395,7 @@ def create_app(config: ServiceConfig):
             raise ServiceError(404, f"no job {job_id}")
         return job
 
-    @app.get("/v1/jobs/{job_id}", response_model=JobView, responses={404: {"description": "No such job"}})
+    @app.get("/v1/jobs/{job_id}", response_model=JobView, responses=_refusals(404))
     def status(job_id: str, token: str = Depends(token_of)):
         """A job's state."""
         return view(own(job_id, token))
@@ -357,7 +403,7 @@ def create_app(config: ServiceConfig):
     @app.get("/v1/jobs/{job_id}/result", responses={
         200: {"content": {"application/octet-stream": {}, "application/json": {}},
               "description": "The npz vidvec writes, or its arrays as JSON with ?format=json"},
-        404: {"description": "No such job"}, 409: {"description": "The job is not done"}})
+        **_refusals(404, 409)})
     def result(job_id: str, format: str = "npz", token: str = Depends(token_of)):
         """A done job's vectors: the npz file ``vidvec extract`` writes (``?format=json``: its arrays as JSON)."""
         job = own(job_id, token)
@@ -374,8 +420,7 @@ def create_app(config: ServiceConfig):
             raise ServiceError(422, f"format is npz or json, not {format!r}")
         return FileResponse(job.result, media_type="application/octet-stream", filename=f"{job.id}.npz")
 
-    @app.post("/v1/search", responses={404: {"description": "No store, or nothing the query names"},
-                                       422: {"description": "A query that is not one"}})
+    @app.post("/v1/search", responses=_refusals(400, 404, 409))
     def search(query: SearchQuery, token: str = Depends(token_of)) -> dict:
         """The k clips and videos of the server's store nearest a sentence, a stored clip or a done job's video."""
         job = None
@@ -386,8 +431,7 @@ def create_app(config: ServiceConfig):
         return _search(config, worker, query, job)
 
     @app.get("/v1/thumbnail", responses={200: {"content": {"image/jpeg": {}}, "description": "The frame"},
-                                          404: {"description": "No such video in the store, or no frame there"}},
-             response_class=Response)
+                                          **_refusals(404)}, response_class=Response)
     def thumbnail(video: str, t: float, _token: str = Depends(token_of)):
         """The frame of a stored video at ``t`` seconds, as a JPEG (decoded by vidvec)."""
         from .searchpage import jpeg_at
