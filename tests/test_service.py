@@ -167,6 +167,20 @@ def test_limits_and_bad_input_are_one_line_without_server_paths(server, roots, t
     assert httpx.post(f"{server.url}/v1/jobs", headers=AUTH, content=b"x").status_code == 422
 
 
+def test_a_video_over_the_length_limit_is_refused_from_its_header(tmp_path, roots):
+    server = Server(tmp_path, "--root", str(roots / "videos"), "--max-minutes", "0.05").start()  # 3 s
+    try:
+        answer = _upload(server, roots / "videos" / VIDEO)  # 8.2 s
+        assert answer.status_code == 422 and answer.json() == {
+            "error": "the video lasts 8 s, more than this server takes (3 s)"}
+        assert not any((server.root / "data" / "uploads").iterdir())
+        by_path = httpx.post(f"{server.url}/v1/jobs", headers=AUTH, json={"path": str(roots / "videos" / VIDEO),
+                                                                          "model": "efficientnet_lite0"})
+        assert by_path.status_code == 422 and httpx.get(f"{server.url}/healthz").json()["jobs"]["queued"] == 0
+    finally:
+        server.stop()
+
+
 def test_a_token_has_at_most_its_share_of_jobs(server, roots):
     answers = [_upload(server, roots / "videos" / VIDEO) for _ in range(6)]
     codes = [a.status_code for a in answers]
@@ -238,19 +252,22 @@ def test_sigterm_finishes_the_running_job(tmp_path):
 
 
 def test_the_search_page_in_a_browser(tmp_path, roots):
-    """The page at / in headless Chromium, server and browser in a network namespace of their own: a search like
-    a job's video shows every hit with its thumbnail; a sentence for a model without a text tower, the reason."""
+    """The page at / in headless Chromium, server and browser in a network namespace of their own: a search by
+    sentence (CLIP's text tower) and one like a job's video each show their clips with thumbnails; a wrong token
+    shows the refusal."""
     feats = tmp_path / "feats"
-    list(vidvec.extract([roots / "videos" / VIDEO], out=feats, num_workers=0, sampling=SamplingOverrides(fps=1.0)))
+    list(vidvec.extract([roots / "videos" / VIDEO], "clip_vit_b32", feats, weights="random", num_workers=0,
+                        sampling=SamplingOverrides(fps=1.0)))
     vidvec.Store(tmp_path / "store").index(feats)
     (tmp_path / "tokens.txt").write_text(TOKEN)
     script = tmp_path / "page.py"
     script.write_text(f"""
 import subprocess, sys, time
 import vidvec
-server = subprocess.Popen([{str(Path(sys.executable).parent / "vidvec")!r}, "serve", "-m", "efficientnet_lite0",
-                           "--tokens", {str(tmp_path / "tokens.txt")!r}, "--data", {str(tmp_path / "data")!r},
-                           "--store", {str(tmp_path / "store")!r}, "--port", "8123", "--fps", "1"])
+server = subprocess.Popen([{str(Path(sys.executable).parent / "vidvec")!r}, "serve", "-m", "clip_vit_b32",
+                           "--weights", "random", "--tokens", {str(tmp_path / "tokens.txt")!r}, "--data",
+                           {str(tmp_path / "data")!r}, "--store", {str(tmp_path / "store")!r}, "--port", "8123",
+                           "--fps", "1"])
 try:
     client = vidvec.Client("http://127.0.0.1:8123", {TOKEN!r})
     for _ in range(300):
@@ -260,9 +277,9 @@ try:
             break
         except Exception:
             time.sleep(0.2)
-    job = client.wait(client.submit({str(roots / "videos" / VIDEO)!r})["id"], timeout=120)
+    job = client.wait(client.submit({str(roots / "videos" / VIDEO)!r}, "clip_vit_b32")["id"], timeout=120)
     assert job["status"] == "done", job
-    for hash in ("token={TOKEN}&job=" + job["id"], "token={TOKEN}&text=a%20ball"):
+    for hash in ("token={TOKEN}&text=a%20person%20juggling", "token={TOKEN}&job=" + job["id"], "token=wrong&text=x"):
         page = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                "--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",
                                "--dump-dom", "http://127.0.0.1:8123/#" + hash], capture_output=True, text=True,
@@ -276,13 +293,13 @@ finally:
     done = subprocess.run(["unshare", "-n", "bash", "-c", f"ip link set lo up && {sys.executable} {script}"],
                           capture_output=True, text=True, timeout=400)
     pages = done.stdout.split("=== PAGE ===")[1:]
-    assert len(pages) == 2, done.stdout[-3000:] + done.stderr[-3000:]
-    like, text = pages
-    assert 'data-state="shown"' in like, like[-3000:]
-    clips = like.split('id="clips"')[1].split('id="videos"')[0]
-    assert clips.count("<figure") == 8 and clips.count('data-loaded="1"') == 8, clips  # every thumbnail shown
-    assert 'src="blob:' in clips and Path(VIDEO).stem in clips and " s · 0.9" in clips
-    assert 'data-state="error"' in text and "model efficientnet_lite0 has no text encoder" in text
+    assert len(pages) == 3, done.stdout[-3000:] + done.stderr[-3000:]
+    for shown in pages[:2]:
+        assert 'data-state="shown"' in shown, shown[-3000:]
+        clips = shown.split('id="clips"')[1].split('id="videos"')[0]
+        assert clips.count("<figure") == 8 and clips.count('data-loaded="1"') == 8, clips  # every thumbnail shown
+        assert 'src="blob:' in clips and Path(VIDEO).stem in clips and " s · " in clips
+    assert 'data-state="error"' in pages[2] and ">unauthorized</p>" in pages[2]
 
 
 def test_the_python_client(server, roots, expected):

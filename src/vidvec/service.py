@@ -331,6 +331,7 @@ def create_app(config: ServiceConfig):
         return None
 
     def accepted(token: str, model: str, video: str, name: str, key: str | None) -> JSONResponse:
+        _check_length(video, config.max_seconds)
         job, new = table.add(token, model, video, name, key)
         if new:
             submitted.inc()
@@ -384,10 +385,10 @@ def create_app(config: ServiceConfig):
             raise ServiceError(422, "send the video as the multipart field 'file' and the model as 'model'")
         try:
             check_model(model)
+            return accepted(token, model, str(upload[0]), upload[1], key)
         except ServiceError:
             upload[0].unlink(missing_ok=True)
             raise
-        return accepted(token, model, str(upload[0]), upload[1], key)
 
     def own(job_id: str, token: str) -> Job:
         job = table.get(job_id)
@@ -589,6 +590,19 @@ async def _receive(request, content_type: str, folder: Path, limit: int) -> tupl
             raise
         raise ServiceError(422, "not a readable multipart body") from None
     return state["upload"], state["fields"]
+
+
+def _check_length(video: str, max_seconds: float) -> None:
+    """422 for a video whose header says it lasts longer than the server takes (read from the header alone); a
+    header that cannot be read is the job's to fail, with the reason a run gives."""
+    from .decode import DecodeError, header_duration
+
+    try:
+        seconds = header_duration(video)
+    except (DecodeError, OSError, ValueError):
+        return
+    if seconds > max_seconds:
+        raise ServiceError(422, f"the video lasts {seconds:.0f} s, more than this server takes ({max_seconds:.0f} s)")
 
 
 def _under_roots(path: str, roots: tuple[Path, ...]) -> Path:
