@@ -15,6 +15,7 @@ command -v sbatch >/dev/null || missing+=(slurm-client)
 command -v munged >/dev/null || missing+=(munge)
 command -v gcc >/dev/null || missing+=(gcc libc6-dev)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)  # the service page's test drives it (selenium)
 command -v ip >/dev/null || missing+=(iproute2)  # the Ray tests bring up loopback in their network namespace
 command -v pkill >/dev/null || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -252,9 +252,9 @@ def test_sigterm_finishes_the_running_job(tmp_path):
 
 
 def test_the_search_page_in_a_browser(tmp_path, roots):
-    """The page at / in headless Chromium, server and browser in a network namespace of their own: a search by
-    sentence (CLIP's text tower) and one like a job's video each show their clips with thumbnails; a wrong token
-    shows the refusal."""
+    """The page at / driven in headless Chromium (selenium, Debian's chromium-driver), server and browser in a
+    network namespace of their own: a sentence typed and searched (CLIP's text tower), then a video given to the
+    page (sent as a job, then searched like it): both show their clips with thumbnails; a wrong token, the refusal."""
     feats = tmp_path / "feats"
     list(vidvec.extract([roots / "videos" / VIDEO], "clip_vit_b32", feats, weights="random", num_workers=0,
                         sampling=SamplingOverrides(fps=1.0)))
@@ -262,44 +262,77 @@ def test_the_search_page_in_a_browser(tmp_path, roots):
     (tmp_path / "tokens.txt").write_text(TOKEN)
     script = tmp_path / "page.py"
     script.write_text(f"""
-import subprocess, sys, time
-import vidvec
+import json, subprocess, sys, time
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 server = subprocess.Popen([{str(Path(sys.executable).parent / "vidvec")!r}, "serve", "-m", "clip_vit_b32",
                            "--weights", "random", "--tokens", {str(tmp_path / "tokens.txt")!r}, "--data",
                            {str(tmp_path / "data")!r}, "--store", {str(tmp_path / "store")!r}, "--port", "8123",
                            "--fps", "1"])
+options = webdriver.ChromeOptions()
+options.binary_location = "/usr/bin/chromium"
+for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir={tmp_path / 'p'}"):
+    options.add_argument(flag)
+browser = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+browser.set_page_load_timeout(60)
+
+def shown():
+    state = WebDriverWait(browser, 120).until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute(
+        "data-state"))
+    time.sleep(1)  # the thumbnails come after the results
+    figures = browser.find_elements(By.CSS_SELECTOR, "#clips figure")
+    return {{"state": state, "status": browser.find_element(By.ID, "status").text, "figures": len(figures),
+            "loaded": sum(f.get_attribute("data-loaded") == "1" for f in figures),
+            "widths": browser.execute_script("return [...document.querySelectorAll('#clips img')]"
+                                             ".map(i => i.naturalWidth)"),
+            "captions": [f.text for f in figures]}}
+
+def fresh():
+    browser.execute_script("document.body.removeAttribute('data-state')")
+
 try:
-    client = vidvec.Client("http://127.0.0.1:8123", {TOKEN!r})
     for _ in range(300):
         try:
-            client.status("none")
-        except vidvec.client.ClientError:
-            break
+            browser.get("http://127.0.0.1:8123/")
+            if browser.find_elements(By.CSS_SELECTOR, "#model option"):
+                break
         except Exception:
-            time.sleep(0.2)
-    job = client.wait(client.submit({str(roots / "videos" / VIDEO)!r}, "clip_vit_b32")["id"], timeout=120)
-    assert job["status"] == "done", job
-    for hash in ("token={TOKEN}&text=a%20person%20juggling", "token={TOKEN}&job=" + job["id"], "token=wrong&text=x"):
-        page = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                               "--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",
-                               "--dump-dom", "http://127.0.0.1:8123/#" + hash], capture_output=True, text=True,
-                              timeout=120)
-        print("=== PAGE ===")
-        print(page.stdout)
+            pass
+        time.sleep(0.2)
+    results = {{}}
+    token = browser.find_element(By.ID, "token")
+    token.send_keys({TOKEN!r})
+    browser.find_element(By.ID, "text").send_keys("a person juggling a ball")
+    fresh()
+    browser.find_element(By.CSS_SELECTOR, "#by-text button").click()
+    results["sentence"] = shown()
+    fresh()
+    browser.find_element(By.ID, "file").send_keys({str(roots / "videos" / VIDEO)!r})  # as a dropped file
+    results["video"] = shown()
+    token.clear()
+    token.send_keys("wrong")
+    fresh()
+    browser.find_element(By.CSS_SELECTOR, "#by-text button").click()
+    results["wrong token"] = shown()
+    print("RESULTS " + json.dumps(results))
 finally:
+    browser.quit()
     server.terminate()
     server.wait(timeout=60)
 """)
     done = subprocess.run(["unshare", "-n", "bash", "-c", f"ip link set lo up && {sys.executable} {script}"],
                           capture_output=True, text=True, timeout=400)
-    pages = done.stdout.split("=== PAGE ===")[1:]
-    assert len(pages) == 3, done.stdout[-3000:] + done.stderr[-3000:]
-    for shown in pages[:2]:
-        assert 'data-state="shown"' in shown, shown[-3000:]
-        clips = shown.split('id="clips"')[1].split('id="videos"')[0]
-        assert clips.count("<figure") == 8 and clips.count('data-loaded="1"') == 8, clips  # every thumbnail shown
-        assert 'src="blob:' in clips and Path(VIDEO).stem in clips and " s · " in clips
-    assert 'data-state="error"' in pages[2] and ">unauthorized</p>" in pages[2]
+    found = [line for line in done.stdout.splitlines() if line.startswith("RESULTS ")]
+    assert found, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(found[0][len("RESULTS "):])
+    for search in ("sentence", "video"):
+        seen = results[search]
+        assert seen["state"] == "shown" and seen["figures"] == seen["loaded"] == 8, seen  # every thumbnail shown
+        assert all(width > 0 for width in seen["widths"]) and Path(VIDEO).stem in seen["captions"][0]
+        assert seen["status"].startswith("8 clip(s) and 1 video(s) of clip_vit_b32"), seen
+    assert results["wrong token"]["state"] == "error" and results["wrong token"]["status"] == "unauthorized"
 
 
 def test_the_python_client(server, roots, expected):
