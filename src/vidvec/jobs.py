@@ -76,10 +76,9 @@ class JobTable:
         """Queue a job (committed when this returns); with ``key``, the token's earlier job with that key
         instead if there is one. Returns the job and whether it is new."""
         with self._lock:
-            if key is not None:
-                earlier = self._one("SELECT * FROM jobs WHERE token=? AND idempotency_key=?", (token, key))
-                if earlier is not None:
-                    return earlier, False
+            earlier = None if key is None else self._earlier(token, key)
+            if earlier is not None:
+                return earlier, False
             now = time.time()
             job = Job(secrets.token_hex(8), token, key, model, video, name, "queued", None, None, None, now, now)
             self._conn.execute("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", tuple(job.__dict__.values()))
@@ -92,7 +91,10 @@ class JobTable:
     def earlier(self, token: str, key: str) -> Job | None:
         """The token's job with idempotency key ``key``, if any."""
         with self._lock:
-            return self._one("SELECT * FROM jobs WHERE token=? AND idempotency_key=?", (token, key))
+            return self._earlier(token, key)
+
+    def _earlier(self, token: str, key: str) -> Job | None:
+        return self._one("SELECT * FROM jobs WHERE token=? AND idempotency_key=?", (token, key))
 
     def take(self) -> Job | None:
         """The oldest queued job, now running."""

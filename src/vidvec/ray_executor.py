@@ -17,11 +17,11 @@ import logging
 import os
 import socket
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from .clips import Slot, VideoFailed
-from .local import DecodeOptions, Job, job_events
+from .local import Claim, DecodeOptions, Job, job_events
 from .runner import ModelOptions, ModelRunner, VideoResult
 from .spec import ModelSpec
 
@@ -76,7 +76,7 @@ def connect(address: str) -> dict:
 
 def run_on_ray(models: Sequence[ModelSpec], dtype: str, jobs: Sequence[Job], slots: Sequence[Slot],
                model_options: ModelOptions, decode: DecodeOptions, options: RayOptions,
-               claim: Callable[[str, object, Sequence[int]], dict[int, str]] | None = None) -> Iterator[VideoResult]:
+               claim: Claim | None = None) -> Iterator[VideoResult]:
     """Every result of ``jobs`` (one per video and slot, in no particular order), computed on the cluster.
     ``claim`` (the driver's Claimer) is asked before each video is given out, as local decode workers ask it."""
     ray = import_ray()

@@ -44,14 +44,15 @@ def thumbnails(hits: Sequence[Hit]) -> tuple[dict[tuple[str, float], str], list[
             problems.append(f"{source}: no thumbnails ({str(error).splitlines()[0]})")
             continue
         if any((source, t) not in pictures for t in ordered):
-            problems.append(f"{source}: no frame at {', '.join(f'{t:.2f} s' for t in ordered if (source, t) not in pictures)}")
+            missing = ", ".join(f"{t:.2f} s" for t in ordered if (source, t) not in pictures)
+            problems.append(f"{source}: no frame at {missing}")
     return pictures, problems
 
 
 def jpeg_at(source: str, seconds: float) -> bytes | None:
     """The JPEG of ``source``'s frame at ``seconds`` (None when it cannot be decoded there)."""
-    pictures, _ = thumbnails([Hit("", source, 0, seconds, seconds, 0.0)])
-    picture = pictures.get((source, _middle(Hit("", source, 0, seconds, seconds, 0.0))))
+    at = Hit("", source, 0, seconds, seconds, 0.0)  # a span of no length: its middle is ``seconds``
+    picture = thumbnails([at])[0].get((source, _middle(at)))
     return None if picture is None else base64.b64decode(picture.split(",", 1)[1])
 
 

@@ -2,14 +2,16 @@
 
 A client sends a video (an upload, streamed to disk as it arrives, or a path under the server's roots) for one
 of the served models and gets a job; the job table (:mod:`vidvec.jobs`, SQLite) is committed before the answer,
-so an accepted job is never lost: a restarted server queues again what its predecessor left running. One worker
-thread runs the jobs through the same extraction a ``vidvec extract`` runs, each model loaded once per process;
-each job writes to ``DATA/results/<job>/``. A search asks the store (:class:`vidvec.Store`) by sentence, through
-the served model's text tower, or by a stored clip.
+so an accepted job is never lost: a restarted server queues again what its predecessor left running. The
+:class:`Worker` decodes jobs' videos in threads and runs every served model (loaded once) over them in one thread,
+clips of concurrent jobs sharing batches; each job writes to ``DATA/results/<job>/`` what ``vidvec extract``
+writes. A search asks the store (:class:`vidvec.Store`) by sentence (the served model's text tower), by a stored
+clip or by a done job's video.
 
 Each request, accepted job and finished job is one JSON line on the ``vidvec.service`` logger (stderr with
-``vidvec serve``). Every endpoint but ``/healthz`` wants ``Authorization: Bearer <token>`` with a token of the tokens file (401,
-nothing more, otherwise). Errors are JSON ``{"error": "..."}`` with one line: no stack trace, no server path.
+``vidvec serve``). Every endpoint but ``/healthz`` wants ``Authorization: Bearer <token>`` with a token of the
+tokens file (401, nothing more, otherwise). Errors are JSON ``{"error": "..."}`` with one line: no stack trace,
+no server path.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from .jobs import Job, JobTable
+from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,8 @@ class ErrorBody(BaseModel):
     error: str
 
 
-_REFUSALS = {400: "A body that cannot be parsed", 401: "No or a wrong token", 403: "A path this server does not read", 404: "Nothing of that name here",
+_REFUSALS = {400: "A body that cannot be parsed", 401: "No or a wrong token", 403: "A path this server does not read",
+             404: "Nothing of that name here",
              409: "The job is not done", 413: "An upload over the size limit", 422: "A request that is not one",
              429: "Too many jobs for this token"}
 
@@ -182,20 +186,16 @@ class Worker:
     def _prepare(self, job: Job):
         """The job's run (its output folder bound) and its place in the runner's stream; None (the job failed,
         with its reason) when it cannot run."""
-        from .decode import DecodeError, header_duration
         from .extraction import ExtractError, Extraction, specify
         from .ledger import LedgerError
 
         try:
-            seconds = header_duration(job.video)
-            if seconds > self.config.max_seconds:
-                raise ExtractError(f"the video lasts {seconds:.0f} s, more than this server takes "
-                                   f"({self.config.max_seconds:.0f} s)")
+            _check_length(job.video, self.config.max_seconds)  # again: the limit may have changed since
             spec, sources, execution = specify([job.video], job.model, self.config.data / "results" / job.id,
                                                weights=self.config.weights_of(job.model), num_workers=0,
                                                device=self.config.device, **self.config.extract_options)
             run = Extraction.from_spec(spec, sources, execution, overwrite=True)
-        except (DecodeError, ExtractError, LedgerError, OSError, ValueError) as error:
+        except (ServiceError, ExtractError, LedgerError, OSError, ValueError) as error:
             self.table.fail(job.id, _one_line(error, job))
             self.on_finished("failed")
             _log("job", id=job.id, model=job.model, status="failed", clips=0,
@@ -257,6 +257,7 @@ def create_app(config: ServiceConfig):
     from contextlib import asynccontextmanager
 
     table = JobTable(config.data / "jobs.sqlite")
+    store = None if config.store is None else Store(config.store)  # one: what search reads stays in memory
     registry = CollectorRegistry()
     submitted = Counter("vidvec_jobs_submitted", "Jobs accepted", registry=registry)
     finished = Counter("vidvec_jobs_finished", "Jobs finished", ["status"], registry=registry)
@@ -280,7 +281,7 @@ def create_app(config: ServiceConfig):
         return JSONResponse({"error": str(error)}, status_code=error.status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request, error: StarletteHTTPException):  # FastAPI's own refusals (a body it cannot parse, no route)
+    async def _http(_request, error: StarletteHTTPException):  # FastAPI's own (an unparsable body, no such route)
         return JSONResponse({"error": str(error.detail).splitlines()[0]}, status_code=error.status_code,
                             headers=getattr(error, "headers", None))
 
@@ -429,19 +430,18 @@ def create_app(config: ServiceConfig):
             job = own(query.like_job, token)
             if job.status != "done":
                 raise ServiceError(409, f"job {job.id} is {job.status}")
-        return _search(config, worker, query, job)
+        return _search(config, store, worker, query, job)
 
     @app.get("/v1/thumbnail", responses={200: {"content": {"image/jpeg": {}}, "description": "The frame"},
                                           **_refusals(404)}, response_class=Response)
     def thumbnail(video: str, t: float, _token: str = Depends(token_of)):
         """The frame of a stored video at ``t`` seconds, as a JPEG (decoded by vidvec)."""
         from .searchpage import jpeg_at
-        from .store import Store, StoreError
 
-        if config.store is None:
+        if store is None:
             raise ServiceError(404, "this server has no store")
         try:
-            picture = jpeg_at(Store(config.store).source_of(video), t)
+            picture = jpeg_at(store.source_of(video), t)
         except StoreError as error:
             raise ServiceError(404, str(error).replace(str(config.store), "the store")) from None
         if picture is None:
@@ -457,14 +457,11 @@ def create_app(config: ServiceConfig):
     return app
 
 
-def _search(config: ServiceConfig, worker: Worker, query: SearchQuery, job: Job | None) -> dict:
-    from .store import Store, StoreError
-
-    if config.store is None:
+def _search(config: ServiceConfig, store: Store | None, worker: Worker, query: SearchQuery, job: Job | None) -> dict:
+    if store is None:
         raise ServiceError(404, "this server has no store to search")
     if sum(q is not None for q in (query.text, query.like_clip, query.like_job)) != 1:
         raise ServiceError(422, "give one of text, like_clip or like_job")
-    store = Store(config.store)
     try:
         name = store.model_name(query.model)
         if query.text is not None:

@@ -327,15 +327,12 @@ class Store:
 
     def vector_of(self, video: str, at: float, model: str | None = None) -> np.ndarray:
         """The stored vector of ``video``'s clip that spans ``at`` seconds (else the nearest one)."""
-        table = self.to_arrow(model)
-        mask = np.asarray(table.column("video").to_pylist()) == video
-        if not mask.any():
+        spans, vectors = self.clips_of([video], model)[video]  # only that video's rows are read
+        if not len(spans):
             raise StoreError(f"no video {video!r} in the store")
-        starts = table.column("start").to_numpy()[mask]
-        ends = table.column("end").to_numpy()[mask]
+        starts, ends = spans[:, 0], spans[:, 1]
         inside = (starts <= at) & (at < ends)
-        index = int(np.argmax(inside)) if inside.any() else int(np.argmin(np.abs((starts + ends) / 2 - at)))
-        return _vectors(table)[np.flatnonzero(mask)[index]]
+        return vectors[int(np.argmax(inside)) if inside.any() else int(np.argmin(np.abs((starts + ends) / 2 - at)))]
 
     def clips_of(self, videos: list[str], model: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Every stored clip of each of ``videos``: video -> (spans (clips, 2) in seconds, vectors), in clip order."""
