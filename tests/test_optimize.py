@@ -169,7 +169,7 @@ def test_the_run_sets_the_model_threads_and_gives_them_back(tmp_path, monkeypatc
 
 
 def test_each_model_has_its_own_default_batch_and_the_provenance_records_it(tmp_path):
-    assert default_batch_size("video", "cpu") == 4
+    assert default_batch_size("video", "cpu") == 2
     assert default_batch_size("image", "cpu") == default_batch_size("video", "cuda") == 16
     video = media.make_video(tmp_path / "a.mp4", frames=3)
     list(vidvec.extract([video], "efficientnet_lite0", tmp_path / "out", num_workers=0))

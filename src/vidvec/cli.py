@@ -22,6 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from .startup import trim_imports
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Turn videos into latent vectors with pretrained video, image and audio models.")
 err = Console(stderr=True)
@@ -75,7 +77,7 @@ def extract(
         "OUT/<name>_<feature type>.npy, _fps.npy and _timestamps_ms.npy (with --preset video_features); ego4d: "
         "OUT/<name>.pt, one (windows, dim) tensor."),
     out_dtype: str = typer.Option("float32", help="float32 or float16 for stored features."),
-    batch_size: Optional[int] = typer.Option(None, help="Clips per model call, across videos (default: 4 for "
+    batch_size: Optional[int] = typer.Option(None, help="Clips per model call, across videos (default: 2 for "
                                              "clip models on the CPU, 16 otherwise)."),
     num_workers: Optional[int] = typer.Option(None, help="Decode worker processes (default: on an accelerator cores "
                                               "- 1, 1 to 8; on the CPU a quarter of the cores, 0 below 4 cores; 0 = "
@@ -956,7 +958,8 @@ def main() -> None:
     """The ``vidvec`` command: runs it, then ends the process without tearing the interpreter down. By then every
     file is written, synced and renamed, the ledgers are closed and the output flushed; the teardown (mostly
     torch's) would only add time to every run (docs/benchmarks.md). An unexpected error still ends normally, with
-    its traceback."""
+    its traceback. Its imports of torchvision and open_clip leave out what vidvec never runs (vidvec.startup)."""
+    trim_imports()
     try:
         app()
         code = 0

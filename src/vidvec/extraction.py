@@ -292,10 +292,14 @@ class Extraction:
                     self.on_clips(result.clips)
                 yield result
             return
-        self._load_models()
-        runners = [ModelRunner(models, options, self.on_clips, self._save_extra if options.extras else None)
-                   for models, options in self._replicas()]
-        events = local_events(jobs, slots, self.decode_options, claimer)
+        runners: list[ModelRunner] = []
+
+        def load() -> None:  # while the first videos decode
+            self._load_models()
+            runners.extend(ModelRunner(models, options, self.on_clips, self._save_extra if options.extras else None)
+                           for models, options in self._replicas())
+
+        events = local_events(jobs, slots, self.decode_options, claimer, meanwhile=load)
         yield from runners[0].run(events) if len(runners) == 1 else run_replicated(events, runners)
 
     def _replicas(self) -> list[tuple[list[LoadedModel], ModelOptions]]:

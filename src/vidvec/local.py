@@ -9,6 +9,7 @@ its own way, one video at a time with :func:`job_events`.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,14 @@ from pathlib import Path
 import torch
 
 from .allocator import keep_freed_memory
-from .clips import Event, Slot, VideoTaken, grouped, video_events
+from .clips import Clip, ClipGroup, Event, Slot, VideoTaken, grouped, video_events
 from .sources import VideoSource
 
 Job = tuple[int, VideoSource, Sequence[int]]  # (video index, source, the slots (models) it is needed for)
 # Claims a video (key, path) for slots before its work starts: the slots refused, with why (another run has them).
 Claim = Callable[[str, Path, Sequence[int]], dict[int, str]]
+# Pixels decoded in this process ahead of the models, while they load (read_ahead): a few batches of any model.
+READ_AHEAD_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -68,14 +71,17 @@ def job_events(job: Job, slots: Sequence[Slot], threads: int = 0, group: int = 1
 
 
 def local_events(jobs: Sequence[Job], slots: Sequence[Slot], options: DecodeOptions,
-                 claim: Claim | None = None) -> Iterator[Event]:
+                 claim: Claim | None = None, meanwhile: Callable[[], None] | None = None) -> Iterator[Event]:
     """Every event of ``jobs``, decoded in this process or in ``options.num_workers`` worker processes (in no
     particular order across videos; each video's own events stay in order). With ``claim`` (e.g. a
     :class:`vidvec.ledger.Claimer`), each video is claimed just before its work starts, and the slots another
-    run has are answered with VideoTaken instead."""
+    run has are answered with VideoTaken instead. ``meanwhile`` (loading the models) runs in this thread before
+    this returns, while the first videos are already decoding: in the workers, or in this process ahead of the
+    models (:func:`read_ahead`)."""
     jobs = list(jobs)
     if options.num_workers <= 0 or not jobs:
-        return iter(VideoEvents(jobs, slots, options.decoder_threads, partial=options.partial, claim=claim))
+        events = iter(VideoEvents(jobs, slots, options.decoder_threads, partial=options.partial, claim=claim))
+        return read_ahead(events, meanwhile) if meanwhile is not None else events
     # Workers send clips in groups (fewer inter-process messages); a few groups in flight per worker keep the
     # model fed while bounding memory.
     dataset = VideoEvents(jobs, slots, options.decoder_threads, group=options.group, partial=options.partial,
@@ -83,7 +89,49 @@ def local_events(jobs: Sequence[Job], slots: Sequence[Slot], options: DecodeOpti
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=min(options.num_workers, len(jobs)), prefetch_factor=4,
         worker_init_fn=_worker_init, in_order=False, pin_memory=options.pin_memory, persistent_workers=False)
-    return iter(loader)
+    events = iter(loader)  # the workers start now, before the models are in this process's memory
+    if meanwhile is not None:
+        meanwhile()
+    return events
+
+
+def read_ahead(events: Iterator[Event], meanwhile: Callable[[], None], limit: int = READ_AHEAD_BYTES
+               ) -> Iterator[Event]:
+    """Run ``meanwhile`` in this thread while another takes events from ``events`` until their clips hold
+    ``limit`` bytes of pixels; then return the events taken followed by the rest of ``events``, which this
+    thread takes from there on. An error ``events`` raised in the other thread is raised in its place in the
+    stream; one ``meanwhile`` raises, once the other thread has stopped."""
+    taken: list[Event] = []
+    failed: list[BaseException] = []
+    stop = threading.Event()
+
+    def take() -> None:
+        held = 0
+        try:
+            while held < limit and not stop.is_set():
+                event = next(events)
+                taken.append(event)
+                held += event.pixels.nbytes if isinstance(event, (Clip, ClipGroup)) else 0
+        except StopIteration:
+            pass
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread, in stream order
+            failed.append(error)
+
+    thread = threading.Thread(target=take, name="vidvec-read-ahead", daemon=True)
+    thread.start()
+    try:
+        meanwhile()
+    finally:
+        stop.set()
+        thread.join()
+    return _then(taken, failed, events)
+
+
+def _then(taken: list[Event], failed: list[BaseException], events: Iterator[Event]) -> Iterator[Event]:
+    yield from taken
+    if failed:
+        raise failed[0]
+    yield from events
 
 
 def _worker_init(_: int) -> None:

@@ -24,6 +24,7 @@ from .clips import Slot, VideoFailed
 from .local import Claim, DecodeOptions, Job, job_events
 from .runner import ModelOptions, ModelRunner, VideoResult
 from .spec import ModelSpec
+from .startup import trim_imports
 
 BACKPRESSURE = 4  # blocks a decode task may have ready and unread before it waits
 CAPACITY_CHECK_S = 10.0  # with no result for this long, the driver checks the cluster can still run the work
@@ -182,6 +183,7 @@ class _Replica:
                  decode: DecodeOptions) -> None:
         import ray
 
+        trim_imports()  # the actor's process is the run's own
         self.runner = ModelRunner([m.load(options.device, dtype) for m in models], options)
         self.slots, self.decode = slots, decode
         self.decode_task = ray.remote(_decode).options(num_cpus=1, num_returns="streaming", max_retries=0,

@@ -299,9 +299,10 @@ class ModelRunner:
 
 
 def default_batch_size(model_input: str, device_type: str) -> int:
-    """Clips per model call when the run does not say: 4 for clip models (video input) on the CPU, where a larger
-    batch computes no faster but holds several GB more activations; 16 otherwise (docs/benchmarks.md)."""
-    return 4 if model_input == "video" and device_type == "cpu" else 16
+    """Clips per model call when the run does not say: 2 for clip models (video input) on the CPU, where a larger
+    batch computes no faster but holds more activations (a GB more at 4 for SlowFast); 16 otherwise
+    (docs/benchmarks.md)."""
+    return 2 if model_input == "video" and device_type == "cpu" else 16
 
 
 def _fail_firsts(assembler: Assembler, slot: int, clips: Sequence[Clip], flags: Sequence[bool],

@@ -45,7 +45,9 @@ def run_task(plan_path: str, task: int, device: str, batch_size: int | None, num
     """One array task, inside the job: task ``task``'s share of the plan through the local executor; counts."""
     from .extraction import Extraction, execution_options
     from .runplan import RunPlan
+    from .startup import trim_imports
 
+    trim_imports()  # this process is the task's own
     plan = RunPlan.read(plan_path)
     counts = {"done": 0, "failed": 0, "skipped": 0}
     execution = execution_options(device, None, batch_size, num_workers)
