@@ -17,7 +17,9 @@ import torch
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME
 from safetensors.torch import save_file
 
+import vidvec
 import vidvec.models.clip as clip_models
+from vidvec.extraction import SamplingOverrides
 from vidvec.models.clip_net import ClipModel
 from vidvec.registry import get_card
 from vidvec.sampling import SamplingSpec
@@ -140,6 +142,35 @@ def test_safetensors_checkpoint_loads_through_load_model(reference, tmp_path: Pa
     for key, value in reference.state_dict().items():
         assert torch.equal(loaded.module.clip.state_dict()[key], value), key
 
+
+
+@pytest.mark.slow
+def test_the_image_tower_alone_gives_the_same_vectors(reference, tmp_path: Path) -> None:
+    """What a run loads (text=False): open_clip's image tower without the text tower, the checkpoint's image
+    keys strictly (a missing one is an error), the same vectors; encode_text refuses in one line."""
+    path = tmp_path / "open_clip_model.safetensors"
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    save_file(state, str(path))
+    alone = load_model("clip_vit_b32", weights=path, text=False).module
+    assert not alone.has_text
+    assert sorted(alone.clip.state_dict()) == sorted(k for k in state if k.startswith("visual."))
+    images = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        assert torch.equal(alone(images), reference.encode_image(images))
+    with pytest.raises(ValueError, match="built without its text tower"):
+        alone.encode_text(["a dog"])
+    assert load_model("clip_vit_b32", weights="random", text=False).module(images).shape == (2, 512)
+    partial = tmp_path / "partial.safetensors"
+    save_file({k: v for k, v in state.items() if k != "visual.proj"}, str(partial))
+    with pytest.raises(WeightsError, match="1 missing: visual.proj"):
+        load_model("clip_vit_b32", weights=partial, text=False)
+
+
+def test_a_run_builds_the_image_tower_alone(shared_dir: Path, tmp_path: Path) -> None:
+    run = vidvec.prepare([shared_dir / "assets" / "videos" / "R6llTwEh07w.mp4"], "clip_vit_b32", tmp_path / "out",
+                         weights="random", sampling=SamplingOverrides(fps=0.5))
+    assert [o.status for o in run] == ["done"]
+    assert run.targets[0].model.module.has_text is False
 
 
 def test_bad_checkpoints_give_one_clear_error(model, reference, tmp_path: Path) -> None:

@@ -194,6 +194,24 @@ def test_howto100m_video_tower_gives_upstream_outputs(reference_milnce):
         _close(model.features(clip), ref["mixed_5c"])
 
 
+def test_howto100m_video_tower_alone_gives_the_same_vectors(reference_milnce):
+    """text=False (what a run builds): no sentence tower, the checkpoint's other tensors strictly, the same
+    vectors; encode_text refuses in one line."""
+    model, ref = reference_milnce
+    alone = s3d.build_howto100m(num_embeddings=ref["word_rows"], text=False).eval()
+    state = {**model.state_dict(), s3d.VOCABULARY_KEY: s3d.pack_vocabulary(ref["words"])}
+    s3d.load_howto100m_state(alone, state, "seeded")
+    assert not alone.has_text and not any(k.startswith("text_module.") for k in alone.state_dict())
+    clip = seeded_clip(ref["clip_shape"], 1)
+    with torch.no_grad():
+        assert torch.equal(alone(clip), model(clip))
+    with pytest.raises(ValueError, match="built without its text tower"):
+        alone.encode_text(["open the door"])
+    del state["fc.bias"]
+    with pytest.raises(WeightsError, match="1 missing: fc.bias"):
+        s3d.load_howto100m_state(s3d.build_howto100m(num_embeddings=ref["word_rows"], text=False), state, "seeded")
+
+
 def test_howto100m_text_tower_gives_upstream_outputs(reference_milnce):
     model, ref = reference_milnce
     assert model.text_module.token_ids(ref["sentences"]).tolist() == ref["token_ids"]

@@ -237,7 +237,7 @@ class Extraction:
         for target in self.targets:
             if target.model is None:
                 try:
-                    target.model = target.spec.load(self.execution.device, self.spec.dtype)
+                    target.model = target.spec.load(self.execution.device, self.spec.dtype, text=False)
                 except (WeightsError, SpecError, ValueError) as error:
                     raise ExtractError(str(error)) from None
 

@@ -184,7 +184,7 @@ class _Replica:
         import ray
 
         trim_imports()  # the actor's process is the run's own
-        self.runner = ModelRunner([m.load(options.device, dtype) for m in models], options)
+        self.runner = ModelRunner([m.load(options.device, dtype, text=False) for m in models], options)
         self.slots, self.decode = slots, decode
         self.decode_task = ray.remote(_decode).options(num_cpus=1, num_returns="streaming", max_retries=0,
                                                        _generator_backpressure_num_objects=BACKPRESSURE)

@@ -133,7 +133,7 @@ class ModelCard:
     options: Mapping[str, tuple[Any, ...]] = field(default_factory=dict, compare=False, hash=False)
     # Other tools' ways of running this model, by preset name (``--preset video_features``): see vidvec.presets.
     presets: Mapping[str, Preset] = field(default_factory=dict, compare=False, hash=False)
-    text: bool = False  # has a text tower (``module.encode_text``) into the same space as its vectors
+    text: bool = False  # has a text tower (``module.encode_text``) into the same space; ``build(text=False)`` omits it
     # The vector's size when an option changes it: {option: {value: dim}} (I3D's streams rgb: 1024).
     option_dims: Mapping[str, Mapping[Any, int]] = field(default_factory=dict, compare=False, hash=False)
     # By-products the model can hand out besides the vector, and the option values they need: {"flow":

@@ -123,7 +123,7 @@ def measure_costs(spec: RunSpec, sources: Sequence[VideoSource], durations: Sequ
                 clips[clip.slot].append(clip)
     decode = (time.perf_counter() - began) / seconds
     began = time.perf_counter()
-    loaded = [model.load(device, spec.dtype) for model in spec.models]
+    loaded = [model.load(device, spec.dtype, text=False) for model in spec.models]
     load = time.perf_counter() - began
     runner = ModelRunner(loaded, ModelOptions(device=device, dtype=spec.dtype,
                                               normalize=tuple(m.normalize for m in spec.models)))

@@ -66,8 +66,9 @@ class ModelSpec:
     from_checkpoint: bool = False  # the architecture comes from the checkpoint itself (a PySlowFast .pyth's cfg)
     normalize: str = "none"  # "l2": each clip's vector is stored divided by its L2 norm (after any classifier)
 
-    def load(self, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
-        """Build the model and load its weights; SpecError when the weights file is not the one planned."""
+    def load(self, device: str = "cpu", dtype: str = "float32", text: bool = True) -> LoadedModel:
+        """Build the model and load its weights (``text=False``: without a text tower, see ``load_model``);
+        SpecError when the weights file is not the one planned."""
         from .runner import DTYPES
         from .weights import load_model, sha256_file
 
@@ -79,7 +80,7 @@ class ModelSpec:
                 raise SpecError(f"{weights} has sha256 {digest[:16]}... but the run was planned with "
                                 f"{self.weights.sha256[:16]}...: the file changed since")
         loaded = load_model(None if self.from_checkpoint else self.name, weights=weights, device=device,
-                            dtype=DTYPES[dtype], build_options=dict(self.options))
+                            dtype=DTYPES[dtype], build_options=dict(self.options), text=text)
         return replace(loaded, preprocess=self.preprocess)  # as planned (a preset may set its pixels)
 
 

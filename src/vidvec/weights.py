@@ -55,20 +55,22 @@ class LoadedModel:
 def load_model(name: str | None, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32,
                progress: Callable[[int, int], None] | None = None,
-               build_options: Mapping[str, object] | None = None) -> LoadedModel:
+               build_options: Mapping[str, object] | None = None, text: bool = True) -> LoadedModel:
     """Build a registered model and load its weights (see ``resolve`` for what ``weights`` may be).
 
     ``name`` None: the architecture a checkpoint file ``weights`` names itself (e.g. the cfg a PySlowFast
     ``.pyth`` embeds, see ``registry.card_from_checkpoint``), else :data:`DEFAULT_MODEL`.
-    ``build_options`` go to the card's ``build`` (options it declares in ``card.options``).
+    ``build_options`` go to the card's ``build`` (options it declares in ``card.options``). ``text=False`` leaves
+    out the text tower of a model that has one (``card.text``): smaller and quicker to build, for vectors only.
     """
     card = card_for(name, weights)
     entry, path = resolve(card, weights, progress)
     # User checkpoints and random init use the default entry's preprocessing and categories.
     preprocess, categories = card.preprocess_for(entry), card.categories_for(entry)
     num_classes = len(categories) if categories else None
+    options = dict(build_options or {}, **({"text": False} if card.text and not text else {}))
     with _RandomInitSkipped() if path is not None else contextlib.nullcontext():
-        module = card.build(num_classes=num_classes, **dict(build_options or {}))
+        module = card.build(num_classes=num_classes, **options)
     digest = "random"
     if path is not None:
         _load_checkpoint_into(card, module, path)

@@ -32,6 +32,11 @@ class FeatureModel(nn.Module):
         """(N, D) vectors for sentences, in the same space as ``forward``'s (models with a text tower)."""
         raise NotImplementedError(f"{type(self).__name__} has no text encoder")
 
+    def text_left_out(self) -> ValueError:
+        """The error ``encode_text`` raises in a model with a text tower built without it (``text=False``)."""
+        return ValueError(f"this {type(self).__name__} was built without its text tower "
+                          "(vidvec.load_model(..., text=True) builds it)")
+
 
 class HeadSwapModel(FeatureModel):
     """A torchvision-style net whose classifier attribute(s) now return their input.

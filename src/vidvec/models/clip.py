@@ -67,14 +67,21 @@ def _no_random_init_warning():
         root.removeFilter(keep)
 
 
-def build_clip(arch: str, num_classes: int | None = None) -> ClipModel:
-    """open_clip's ``arch`` with random init (no download), wrapped as a feature model."""
+def build_clip(arch: str, num_classes: int | None = None, text: bool = True) -> ClipModel:
+    """open_clip's ``arch`` with random init (no download), wrapped as a feature model; ``text=False``: the image
+    tower alone (open_clip's own ``_build_vision_tower``, as its CLIP builds it)."""
     if num_classes:
         raise ValueError(f"CLIP ({arch}) has no classifier; it cannot be built with {num_classes} classes")
     import open_clip
 
-    from vidvec.models.clip_net import ClipModel
+    from vidvec.models.clip_net import ClipModel, ImageTower
 
+    if not text:
+        from open_clip.model import _build_vision_tower
+
+        config = open_clip.get_model_config(arch)
+        return ClipModel(ImageTower(_build_vision_tower(config["embed_dim"], config["vision_cfg"],
+                                                        config.get("quick_gelu", False))), arch)
     with _no_random_init_warning():
         clip = open_clip.create_model(arch, pretrained=None)
     return ClipModel(clip, arch)
@@ -91,7 +98,10 @@ def read_checkpoint(path: Path) -> Mapping[str, Tensor]:
 
 
 def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Strict loading into the open_clip model (checkpoints carry open_clip's key names, without 'clip.')."""
+    """Strict loading into the open_clip model (checkpoints carry open_clip's key names, without 'clip.'); a model
+    built without its text tower takes the image tower's keys (``visual.``), all of them."""
+    if not module.has_text:
+        state = {key: value for key, value in state.items() if key.startswith("visual.")}
     load_into(module.clip, state, source)
 
 

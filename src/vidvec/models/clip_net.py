@@ -12,21 +12,34 @@ from torch import Tensor, nn
 from vidvec.models.base import FeatureModel
 
 
-class ClipModel(FeatureModel):
-    """An open_clip CLIP model: forward gives ``encode_image``, ``encode_text`` tokenises sentences first."""
+class ImageTower(nn.Module):
+    """A CLIP without its text tower: the image tower under open_clip's name for it (``visual``)."""
 
-    has_text = True
+    def __init__(self, visual: nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+
+    def encode_image(self, image: Tensor) -> Tensor:
+        return self.visual(image)
+
+
+class ClipModel(FeatureModel):
+    """An open_clip CLIP model (or its :class:`ImageTower`): forward gives ``encode_image``, ``encode_text``
+    tokenises sentences first."""
 
     def __init__(self, clip: nn.Module, arch: str) -> None:
         super().__init__()
         self.clip = clip
         self.arch = arch
+        self.has_text = not isinstance(clip, ImageTower)
         self._tokenizer = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.clip.encode_image(x)
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
+        if not self.has_text:
+            raise self.text_left_out()
         if self._tokenizer is None:
             import open_clip
 

@@ -160,16 +160,16 @@ def s3d_kinetics400() -> ModelCard:
 # ------------------------------------------------------------------------------------ MIL-NCE (HowTo100M)
 
 def build_howto100m(num_classes: int | None = None, vocabulary: Sequence[str] | None = None,
-                    num_embeddings: int = 66250, output: str = "video_embedding") -> MilNceS3D:
+                    num_embeddings: int = 66250, output: str = "video_embedding", text: bool = True) -> MilNceS3D:
     """MIL-NCE S3D with random init. There is no classifier (num_classes must be None or 0). The word table
     has upstream's fixed 66250 rows (80 MB; tests may pass fewer); ``vocabulary`` defaults to none, so a random
     model encodes every sentence as padding until weights bring the dictionary. ``output``: the vector,
-    "video_embedding" (512-d) or "mixed_5c" (1024-d)."""
+    "video_embedding" (512-d) or "mixed_5c" (1024-d); ``text=False`` leaves the sentence tower out."""
     if num_classes:
         raise ValueError("s3d_howto100m has no classifier: it embeds video and text in one 512-d space")
     from vidvec.models.s3d_net import MilNceS3D
 
-    return MilNceS3D(num_embeddings=num_embeddings, vocabulary=vocabulary or (), output=output)
+    return MilNceS3D(num_embeddings=num_embeddings, vocabulary=vocabulary or (), output=output, text=text)
 
 
 _HOWTO100M_URL = "https://www.rocq.inria.fr/cluster-willow/amiech/howto100m/"
@@ -231,11 +231,15 @@ def read_howto100m_checkpoint(path: Path) -> dict[str, Tensor]:
 
 
 def load_howto100m_state(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Load the tensors strictly and give the dictionary to the text tower."""
+    """Load the tensors strictly and give the dictionary to the text tower (a model built without it takes the
+    video tower's tensors, all of them)."""
     tensors = dict(state)
     packed = tensors.pop(VOCABULARY_KEY, None)
     if packed is None:
         raise WeightsError(f"{source}: no word dictionary came with it (read it with read_howto100m_checkpoint)")
+    if module.text_module is None:
+        load_into(module, {k: v for k, v in tensors.items() if not k.startswith("text_module.")}, source)
+        return
     load_into(module, tensors, source)
     module.text_module.set_vocabulary(unpack_vocabulary(packed))
 

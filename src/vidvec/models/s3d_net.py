@@ -135,18 +135,19 @@ class MilNceS3D(FeatureModel):
 
     ``forward`` gives the 512-d video embedding (upstream's ``video_embedding``), or with ``output="mixed_5c"``
     the 1024-d mixed_5c average (``features``, upstream's ``mixed_5c``, what HERO stores); ``encode_text`` the
-    512-d sentence embeddings, in the space of the video embedding.
+    512-d sentence embeddings, in the space of the video embedding (``text=False``: built without the sentence
+    tower).
     """
 
     OUTPUTS = ("video_embedding", "mixed_5c")
 
     def __init__(self, embed_dim: int = 512, num_embeddings: int = 66250,
-                 vocabulary: Sequence[str] = (), output: str = "video_embedding") -> None:
+                 vocabulary: Sequence[str] = (), output: str = "video_embedding", text: bool = True) -> None:
         super().__init__()
         if output not in self.OUTPUTS:
             raise ValueError(f"MIL-NCE S3D output must be {' or '.join(self.OUTPUTS)}, not {output!r}")
         self.output = output
-        self.has_text = output == "video_embedding"  # sentences live in the video embedding's space only
+        self.has_text = text and output == "video_embedding"  # sentences live in the video embedding's space only
         # The port keeps the TPU model's space-to-depth stem: 2x2x2 blocks of pixels become 24 channels.
         self.conv1 = Unit3d(24, 64, (2, 4, 4), padding=(1, 2, 2))
         self.conv_2b = Unit3d(64, 64, 1)
@@ -166,7 +167,7 @@ class MilNceS3D(FeatureModel):
         self.mixed_5b = InceptionBlock(832, 256, 160, 320, 32, 128, 128)
         self.mixed_5c = InceptionBlock(832, 384, 192, 384, 48, 128, 128)
         self.fc = nn.Linear(1024, embed_dim)
-        self.text_module = SentenceEncoder(embed_dim, num_embeddings, vocabulary=vocabulary)
+        self.text_module = SentenceEncoder(embed_dim, num_embeddings, vocabulary=vocabulary) if text else None
 
     @staticmethod
     def space_to_depth(x: Tensor) -> Tensor:
@@ -194,4 +195,6 @@ class MilNceS3D(FeatureModel):
         return pooled if self.output == "mixed_5c" else self.fc(pooled)
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
+        if self.text_module is None:
+            raise self.text_left_out()
         return self.text_module(list(texts))
