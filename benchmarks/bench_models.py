@@ -94,7 +94,7 @@ def model_only(name: str, batch_size: int, videos: list[Path], image_fps: float,
     from vidvec.runner import ModelOptions, ModelRunner
     from vidvec.sources import collect_sources
 
-    model = vidvec.load_model(name, weights="random")
+    model = vidvec.load_model(name, weights="random", text=False)  # as a run loads it
     sampling = SamplingOverrides(fps=image_fps if model.card.input == "image" else None)
     slot = Slot(sampling.apply(model.card), model.preprocess, model.card.input == "audio")
     jobs = [(i, source, [0]) for i, source in enumerate(collect_sources(videos))]
