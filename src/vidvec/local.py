@@ -79,6 +79,7 @@ def local_events(jobs: Sequence[Job], slots: Sequence[Slot], options: DecodeOpti
     this returns, while the first videos are already decoding: in the workers, or in this process ahead of the
     models (:func:`read_ahead`)."""
     jobs = list(jobs)
+    keep_freed_memory()  # before this process's threads (reading ahead, FFmpeg's) allocate: one heap for all
     if options.num_workers <= 0 or not jobs:
         events = iter(VideoEvents(jobs, slots, options.decoder_threads, partial=options.partial, claim=claim))
         return read_ahead(events, meanwhile) if meanwhile is not None else events
