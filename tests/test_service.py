@@ -329,7 +329,7 @@ finally:
     results = json.loads(found[0][len("RESULTS "):])
     for search in ("sentence", "video"):
         seen = results[search]
-        assert seen["state"] == "shown" and seen["figures"] == seen["loaded"] == 8, seen  # every thumbnail shown
+        assert seen["state"] == "shown" and seen["figures"] == seen["loaded"] == 8, (seen, done.stderr[-4000:])
         assert all(width > 0 for width in seen["widths"]) and Path(VIDEO).stem in seen["captions"][0]
         assert seen["status"].startswith("8 clip(s) and 1 video(s) of clip_vit_b32"), seen
     assert results["wrong token"]["state"] == "error" and results["wrong token"]["status"] == "unauthorized"
@@ -415,3 +415,31 @@ def test_a_thousand_requests_at_32_way_concurrency_lose_and_duplicate_no_job(tmp
     for kind, spent in times.items():
         print(f"{kind}: {len(spent)} requests, p50 {np.percentile(spent, 50) * 1000:.0f} ms, "
               f"p99 {np.percentile(spent, 99) * 1000:.0f} ms")
+
+
+def test_a_text_search_while_the_models_load_waits_for_the_served_model(monkeypatch):
+    """No second copy of the model (with random weights, another model): the sentence goes through the served
+    one once it is loaded; a server whose models never come answers 503."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from vidvec import service
+
+    class Tower:
+        def encode_text(self, texts):
+            return torch.full((len(texts), 4), 7.0)
+
+    worker = SimpleNamespace(ready=threading.Event(), loaded={})
+
+    def load():
+        time.sleep(0.3)
+        worker.loaded["clip_vit_b32"] = SimpleNamespace(module=Tower())
+        worker.ready.set()
+
+    threading.Thread(target=load).start()
+    assert service._encode_text(worker, "clip_vit_b32", "a dog").tolist() == [7.0] * 4
+    monkeypatch.setattr(service, "MODELS_LOADING_WAIT_S", 0.1)
+    with pytest.raises(service.ServiceError) as refused:
+        service._encode_text(SimpleNamespace(ready=threading.Event(), loaded={}), "clip_vit_b32", "a dog")
+    assert refused.value.status == 503 and "still loading" in str(refused.value)

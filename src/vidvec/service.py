@@ -25,6 +25,7 @@ import queue
 import secrets
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from .jobs import Job, JobTable
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
+MODELS_LOADING_WAIT_S = 120.0  # a text search that comes while the served models load waits this long for them
 
 
 def _log(event: str, **fields: object) -> None:
@@ -91,7 +93,7 @@ class ErrorBody(BaseModel):
 _REFUSALS = {400: "A body that cannot be parsed", 401: "No or a wrong token", 403: "A path this server does not read",
              404: "Nothing of that name here",
              409: "The job is not done", 413: "An upload over the size limit", 422: "A request that is not one",
-             429: "Too many jobs for this token"}
+             429: "Too many jobs for this token", 503: "The served models are still loading"}
 
 
 def _refusals(*codes: int) -> dict:
@@ -293,7 +295,9 @@ def create_app(config: ServiceConfig):
                             status_code=422)
 
     @app.exception_handler(Exception)
-    async def _internal(_request, _error: Exception):  # never a stack trace or a path
+    async def _internal(request: Request, error: Exception):  # never a stack trace or a path to the client
+        _log("internal error", route=request.url.path,
+             traceback="".join(traceback.format_exception(type(error), error, error.__traceback__)))
         return JSONResponse({"error": "internal error"}, status_code=500)
 
     @app.middleware("http")
@@ -422,7 +426,7 @@ def create_app(config: ServiceConfig):
             raise ServiceError(422, f"format is npz or json, not {format!r}")
         return FileResponse(job.result, media_type="application/octet-stream", filename=f"{job.id}.npz")
 
-    @app.post("/v1/search", responses=_refusals(400, 404, 409))
+    @app.post("/v1/search", responses=_refusals(400, 404, 409, 503))
     def search(query: SearchQuery, token: str = Depends(token_of)) -> dict:
         """The k clips and videos of the server's store nearest a sentence, a stored clip or a done job's video."""
         job = None
@@ -468,7 +472,7 @@ def _search(config: ServiceConfig, store: Store | None, worker: Worker, query: S
             if name not in config.models:
                 raise ServiceError(422, f"the store's {name} vectors need {name}'s text tower, which this server "
                                         f"does not serve")
-            vector = _encode_text(worker, config, name, query.text)
+            vector = _encode_text(worker, name, query.text)
         elif job is not None:
             from .writers import read_features
 
@@ -495,19 +499,19 @@ def _search(config: ServiceConfig, store: Store | None, worker: Worker, query: S
             "videos": [{"video": v.video, "score": v.score, "best": hit(v.best)} for v in videos]}
 
 
-def _encode_text(worker: Worker, config: ServiceConfig, model: str, text: str):
+def _encode_text(worker: Worker, model: str, text: str):
+    """``text`` through the served ``model``'s text tower (once the worker has loaded it: the same weights, random
+    ones included, as the vectors it computes)."""
     import torch
 
     from .registry import get_card
-    from .weights import load_model
 
     if not get_card(model).text:
         raise ServiceError(422, f"model {model} has no text encoder")
-    loaded = worker.loaded.get(model)
-    if loaded is None:
-        loaded = load_model(model, weights=config.weights_of(model))
+    if not worker.ready.wait(MODELS_LOADING_WAIT_S):
+        raise ServiceError(503, "the models are still loading: try again shortly")
     with torch.inference_mode():
-        return loaded.module.encode_text([text]).float().cpu().numpy()[0]
+        return worker.loaded[model].module.encode_text([text]).float().cpu().numpy()[0]
 
 
 async def _body(request, limit: int) -> bytes:
